@@ -1,0 +1,35 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="bar_hf",
+    version="0.1.0",
+    description="BAR (masked Bit AutoRegressive image generation) for diffusers and transformers",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    package_dir={"": "src"},
+    packages=find_packages("src"),
+    include_package_data=True,
+    package_data={"bar_hf": ["data/*.json", "bundled/**/*", "metrics/**/*.py"]},
+    python_requires=">=3.11",
+    install_requires=[
+        "torch>=2.9,<2.14",
+        "diffusers>=0.42,<0.43",
+        "transformers>=5.24,<5.25",
+        "safetensors>=0.6,<1",
+        "huggingface_hub>=1.0,<3",
+        "numpy>=1.26,<3",
+        "pillow>=10,<14",
+        "pyyaml>=6,<7",
+    ],
+    extras_require={
+        "train": ["accelerate>=1.10,<2", "datasets>=4,<6", "evaluate>=0.4.5,<0.5"],
+        "dev": ["pytest>=8,<10", "ruff>=0.6", "hypothesis>=6.100,<7"],
+    },
+    entry_points={"console_scripts": ["bar-hf=bar_hf.cli:main"]},
+    classifiers=[
+        "License :: OSI Approved :: Apache Software License",
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)
