@@ -1,8 +1,44 @@
-"""bar_hf: BAR (masked Bit AutoRegressive image generation) for diffusers and transformers."""
+"""bar_hf: BAR (masked Bit AutoRegressive image generation) for diffusers and transformers.
+
+Importing `bar_hf` registers every component class (diffusers 0.42 resolves third-party component libraries from
+`sys.modules` only, so import `bar_hf` before any generic Hugging Face loader).
+"""
 
 __version__ = "0.1.0"
 
+from transformers import AutoConfig, AutoModel
+
 from . import bits
+from .configuration_bar import BAR_PRESETS, BAR_SAMPLING_DEFAULTS, BARConfig
+from .modeling_bar import (
+    BARBitwiseHead,
+    BARCausalImageModelingOutput,
+    BARForCausalImageModeling,
+    BARLinearHead,
+    BARMaskedBitHead,
+    BARModel,
+    BARModelOutput,
+    BARPreTrainedModel,
+)
 from .vq_model_bar import BARBitQuantizer, BARVQEncoderOutput, BARVQModel
 
-__all__ = ["bits", "BARVQModel", "BARVQEncoderOutput", "BARBitQuantizer"]
+AutoConfig.register("bar", BARConfig, exist_ok=True)
+AutoModel.register(BARConfig, BARModel, exist_ok=True)
+
+__all__ = [
+    "bits",
+    "BARVQModel",
+    "BARVQEncoderOutput",
+    "BARBitQuantizer",
+    "BARConfig",
+    "BAR_PRESETS",
+    "BAR_SAMPLING_DEFAULTS",
+    "BARPreTrainedModel",
+    "BARModel",
+    "BARModelOutput",
+    "BARForCausalImageModeling",
+    "BARCausalImageModelingOutput",
+    "BARMaskedBitHead",
+    "BARBitwiseHead",
+    "BARLinearHead",
+]

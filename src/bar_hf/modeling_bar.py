@@ -1,0 +1,775 @@
+"""BAR generator: class-conditional causal transformer + Masked Bit Modeling head (BAR_METHOD §3-4).
+
+Sequence layout (P = 1 + R prefix slots, N AR tokens in generation order)::
+
+    slot:     0     1 … R        P … P+N-1
+    content:  cls   y (R copies)  e(x_{o_0}) … e(x_{o_{N-1}})
+
+The output at slot ``P - 1 + i`` predicts token ``x_{o_i}``; each position gets an absolute position embedding (own
+position), a target-aware position embedding (next position), 2-D RoPE (keys and the first half of the query heads
+rotated by the own position, the second half of the query heads by the target position) and an AdaLN vector
+``y + slot_embed[slot]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import ModelOutput
+
+from .bits import MASK_BIT, bits_to_ids, check_bits, ids_to_bits, patchify_bits
+from .configuration_bar import CLASS_ROW_OFFSET, BARConfig
+
+__all__ = [
+    "BARPreTrainedModel",
+    "BARModel",
+    "BARForCausalImageModeling",
+    "BARMaskedBitHead",
+    "BARBitwiseHead",
+    "BARLinearHead",
+    "BARModelOutput",
+    "BARCausalImageModelingOutput",
+    "build_2d_rope_table",
+    "order_annealing_ratio",
+    "weight_decay_parameter_groups",
+]
+
+
+# ---------------------------------------------------------------------------------------------------- outputs
+@dataclass
+class BARModelOutput(ModelOutput):
+    """Backbone output.
+
+    Args:
+        conditions (`torch.Tensor` of shape `(batch, m, head_hidden_size)`): latent conditions `z_i` for the AR tokens
+            whose predicting slot was processed in this call (`m = N` for a full pass, 1 for a prefix pass or a
+            cached step; 0 after the last token).
+        last_hidden_state (`torch.Tensor` of shape `(batch, slots, hidden_size)`): block outputs before the final norm.
+        cache (`Cache`, *optional*): the KV cache, updated in place and returned.
+        hidden_states (`tuple(torch.Tensor)`, *optional*): per-layer inputs plus the last output.
+    """
+
+    conditions: torch.Tensor | None = None
+    last_hidden_state: torch.Tensor | None = None
+    cache: Cache | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class BARCausalImageModelingOutput(ModelOutput):
+    """Output of [`BARForCausalImageModeling.forward`].
+
+    Args:
+        loss (`torch.Tensor`, *optional*): the head's training loss (MBM: weighted bit cross-entropy, §4.2).
+        bit_logits (`torch.Tensor` of shape `(batch, N, k, 2)`, *optional*): head logits of the training step.
+        conditions (`torch.Tensor` of shape `(batch, N, head_hidden_size)`): latent conditions.
+        orders (`torch.Tensor` of shape `(batch, N)`): generation order used (raster unless random orders were used).
+        cache (`Cache`, *optional*), hidden_states (`tuple`, *optional*): as in [`BARModelOutput`].
+    """
+
+    loss: torch.Tensor | None = None
+    bit_logits: torch.Tensor | None = None
+    conditions: torch.Tensor | None = None
+    orders: torch.Tensor | None = None
+    cache: Cache | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+class BARRMSNorm(nn.Module):
+    """RMSNorm computed in float32 with a learnable weight and no bias (eps 1e-6 in BAR)."""
+
+    def __init__(self, hidden_size: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.variance_epsilon = eps
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        input_dtype = hidden_states.dtype
+        hidden_states = hidden_states.to(torch.float32)
+        variance = hidden_states.pow(2).mean(-1, keepdim=True)
+        hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)
+        return self.weight * hidden_states.to(input_dtype)
+
+
+def adaln_modulation(width: int, chunks: int) -> nn.Sequential:
+    """`SiLU → Linear(width, chunks·width)`; the Linear is zero-initialised (AdaLN-zero)."""
+    linear = nn.Linear(width, chunks * width)
+    linear._zero_init = True
+    return nn.Sequential(nn.SiLU(), linear)
+
+
+def modulate(hidden_states: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return hidden_states * (1 + scale) + shift
+
+
+def build_2d_rope_table(
+    grid_height: int, grid_width: int, head_dim: int, prefix_length: int, theta: float = 10000.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The authors' 2-D RoPE table (BAR_METHOD §3.5): `(prefix_length + H*W, head_dim)` cos and sin in float32.
+
+    Channels `[0, head_dim/2)` rotate by the grid row, `[head_dim/2, head_dim)` by the column, with interleaved
+    pairs (each frequency `theta^(-2j/d)`, `d = head_dim/2`, is repeated for channels `2j, 2j+1`). The first
+    `prefix_length` rows are the identity (cos 1, sin 0).
+    """
+    axis_dim = head_dim // 2
+    inv_freq = 1.0 / (theta ** (torch.arange(0, axis_dim, 2)[: axis_dim // 2].float() / axis_dim))
+    rows = torch.arange(grid_height, dtype=torch.float32)[:, None] * inv_freq[None, :]
+    cols = torch.arange(grid_width, dtype=torch.float32)[:, None] * inv_freq[None, :]
+    rows = rows.repeat_interleave(2, dim=-1)  # (H, axis_dim)
+    cols = cols.repeat_interleave(2, dim=-1)  # (W, axis_dim)
+    freqs = torch.cat(
+        [
+            rows[:, None, :].expand(grid_height, grid_width, axis_dim),
+            cols[None, :, :].expand(grid_height, grid_width, axis_dim),
+        ],
+        dim=-1,
+    ).reshape(grid_height * grid_width, head_dim)
+    cos = torch.cat([torch.ones(prefix_length, head_dim), freqs.cos()], dim=0)
+    sin = torch.cat([torch.zeros(prefix_length, head_dim), freqs.sin()], dim=0)
+    return cos, sin
+
+
+def apply_interleaved_rope(hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """`x * cos + rot(x) * sin` with `rot(x0, x1) = (-x1, x0)` on adjacent channel pairs (GPT-J convention)."""
+    rotated = torch.stack([-hidden[..., 1::2], hidden[..., 0::2]], dim=-1).reshape(hidden.shape)
+    return hidden * cos + rotated * sin
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        weights = weights + attention_mask
+    weights = F.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    output = torch.matmul(weights, value).transpose(1, 2).contiguous()
+    return output, weights
+
+
+def order_annealing_ratio(step: int, anneal_start: int, anneal_end: int) -> float:
+    """RAR-style random-order ratio (BAR_METHOD §3.7): 1 before `anneal_start`, 0 after `anneal_end`, linear between."""
+    if anneal_end < anneal_start:
+        raise ValueError(f"`anneal_end` ({anneal_end}) must be >= `anneal_start` ({anneal_start}).")
+    if step < anneal_start:
+        return 1.0
+    if step > anneal_end:
+        return 0.0
+    if anneal_end == anneal_start:
+        return 0.0
+    return 1.0 - (step - anneal_start) / (anneal_end - anneal_start)
+
+
+_NO_DECAY_SUBSTRINGS = ("norm", "ln", "bias", "embedding", "embed")
+
+
+def weight_decay_parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """The authors' AdamW groups (BAR_METHOD §7): no decay for parameters with `ndim < 2` or whose name contains
+    "norm", "ln", "bias", "embedding" or "embed" (case-insensitive); `cls_token` (3-D) is decayed."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        lowered = name.lower()
+        if param.ndim < 2 or any(s in lowered for s in _NO_DECAY_SUBSTRINGS):
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+# ---------------------------------------------------------------------------------------------------- backbone
+class BARSwiGLU(nn.Module):
+    """`w3(dropout(SiLU(a) * b))` with `[a; b] = w12(x)` (gate rows first)."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int, dropout: float = 0.0):
+        super().__init__()
+        self.w12 = nn.Linear(hidden_size, 2 * intermediate_size)
+        self.w3 = nn.Linear(intermediate_size, hidden_size)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        gate, value = self.w12(hidden_states).chunk(2, dim=-1)
+        return self.w3(self.dropout(F.silu(gate) * value))
+
+
+class BARAttention(nn.Module):
+    """Causal self-attention with fused qkv (bias), QK-RMSNorm, 2-D RoPE with target-aware query heads."""
+
+    def __init__(self, config: BARConfig, layer_idx: int):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.head_dim
+        self.scaling = self.head_dim**-0.5
+        self.is_causal = True
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
+        self.q_norm = BARRMSNorm(self.head_dim, eps=config.rms_norm_eps)
+        self.k_norm = BARRMSNorm(self.head_dim, eps=config.rms_norm_eps)
+        self.proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.proj_drop = nn.Dropout(config.hidden_dropout)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None = None,
+        cache: Cache | None = None,
+    ) -> torch.Tensor:
+        batch, length, width = hidden_states.shape
+        qkv = self.qkv(hidden_states).reshape(batch, length, 3, self.num_heads, self.head_dim)
+        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, T, hd)
+        query, key = self.q_norm(query), self.k_norm(key)
+        cos, sin, target_cos, target_sin = rope  # (B, 1, T, hd) float32
+        half = self.num_heads // 2
+        query_f = query.float()
+        query = torch.cat(
+            [
+                apply_interleaved_rope(query_f[:, :half], cos, sin),
+                apply_interleaved_rope(query_f[:, half:], target_cos, target_sin),
+            ],
+            dim=1,
+        ).to(value.dtype)
+        key = apply_interleaved_rope(key.float(), cos, sin).to(value.dtype)
+        if cache is not None:
+            key, value = cache.update(key, value, self.layer_idx)
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        output, _ = attention_interface(
+            self, query, key, value, attention_mask, dropout=0.0, scaling=self.scaling, is_causal=True
+        )
+        output = output.reshape(batch, length, width)
+        return self.proj_drop(self.proj(output))
+
+
+class BARDecoderLayer(GradientCheckpointingLayer):
+    """DiT-style block with 6-way AdaLN (shift/scale/gate for attention, then for SwiGLU), RMSNorm pre-norms."""
+
+    def __init__(self, config: BARConfig, layer_idx: int):
+        super().__init__()
+        self.norm1 = BARRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.attn = BARAttention(config, layer_idx)
+        self.norm2 = BARRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.mlp = BARSwiGLU(config.hidden_size, config.intermediate_size, config.hidden_dropout)
+        self.adaLN_modulation = adaln_modulation(config.hidden_size, 6)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        adaln_condition: torch.Tensor,
+        rope: tuple[torch.Tensor, ...] = (),
+        attention_mask: torch.Tensor | None = None,
+        cache: Cache | None = None,
+    ) -> torch.Tensor:
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(adaln_condition).chunk(
+            6, dim=-1
+        )
+        attn_input = modulate(self.norm1(hidden_states), shift_msa, scale_msa)
+        hidden_states = hidden_states + gate_msa * self.attn(attn_input, rope, attention_mask, cache)
+        mlp_input = modulate(self.norm2(hidden_states), shift_mlp, scale_mlp)
+        return hidden_states + gate_mlp * self.mlp(mlp_input)
+
+
+# ---------------------------------------------------------------------------------------------------- heads
+class BARFourierEmbedding(nn.Module):
+    """Mask-ratio embedding: `[sin(2π r W), cos(2π r W)]` with a fixed random `W ~ N(0, 1)` (a saved, non-trainable
+    parameter: loaded, never redrawn) → Linear → SiLU → Linear."""
+
+    def __init__(self, fourier_size: int, hidden_size: int):
+        super().__init__()
+        self.W = nn.Parameter(torch.randn(fourier_size), requires_grad=False)
+        self.mlp = nn.Sequential(
+            nn.Linear(2 * fourier_size, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size)
+        )
+
+    def forward(self, mask_ratio: torch.Tensor) -> torch.Tensor:
+        projected = mask_ratio[:, None] * self.W[None, :] * 2 * torch.pi
+        return self.mlp(torch.cat([torch.sin(projected), torch.cos(projected)], dim=-1).to(self.mlp[0].weight.dtype))
+
+
+class BARHeadResBlock(nn.Module):
+    """`x + g * SwiGLU(modulate(RMSNorm(x), sh, sc))` with `(sh, sc, g)` from the conditioning vector."""
+
+    def __init__(self, width: int, intermediate: int, eps: float):
+        super().__init__()
+        self.in_ln = BARRMSNorm(width, eps=eps)
+        self.mlp = BARSwiGLU(width, intermediate)
+        self.adaLN_modulation = adaln_modulation(width, 3)
+
+    def forward(self, hidden_states: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        shift, scale, gate = self.adaLN_modulation(condition).chunk(3, dim=-1)
+        return hidden_states + gate * self.mlp(modulate(self.in_ln(hidden_states), shift, scale))
+
+
+class BARHeadFinalLayer(nn.Module):
+    """Final AdaLN: note the chunk order **(scale, shift)**."""
+
+    def __init__(self, width: int, eps: float):
+        super().__init__()
+        self.norm_final = BARRMSNorm(width, eps=eps)
+        self.adaLN_modulation = adaln_modulation(width, 2)
+
+    def forward(self, hidden_states: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.adaLN_modulation(condition).chunk(2, dim=-1)
+        return modulate(self.norm_final(hidden_states), shift, scale)
+
+
+class _BARHeadBase(nn.Module):
+    def __init__(self, config: BARConfig):
+        super().__init__()
+        self.bits_per_step = config.bits_per_step
+        width = config.head_hidden_size
+        self.res_blocks = nn.ModuleList(
+            [
+                BARHeadResBlock(width, config.head_intermediate_size, config.rms_norm_eps)
+                for _ in range(config.head_num_layers)
+            ]
+        )
+        self.final_layer = BARHeadFinalLayer(width, config.rms_norm_eps)
+
+    def _trunk(self, hidden_states: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        for block in self.res_blocks:
+            hidden_states = block(hidden_states, condition)
+        return self.final_layer(hidden_states, condition)
+
+    def _check_inputs(self, bit_states: torch.Tensor, mask_ratio: torch.Tensor, conditions: torch.Tensor) -> None:
+        if bit_states.dim() != 2 or bit_states.shape[1] != self.bits_per_step:
+            raise ValueError(
+                f"`bit_states` must have shape (tokens, k={self.bits_per_step}), got {tuple(bit_states.shape)}."
+            )
+        if conditions.dim() != 2 or conditions.shape[0] != bit_states.shape[0]:
+            raise ValueError(
+                f"`conditions` must have shape (tokens={bit_states.shape[0]}, head_hidden_size), "
+                f"got {tuple(conditions.shape)}."
+            )
+        if mask_ratio.shape != (bit_states.shape[0],):
+            raise ValueError(f"`mask_ratio` must have shape ({bit_states.shape[0]},), got {tuple(mask_ratio.shape)}.")
+
+
+class BARMaskedBitHead(_BARHeadBase):
+    """Masked Bit Modeling head (BAR_METHOD §4.1): an AdaLN MLP over one token's whole bit-vector.
+
+    `forward(bit_states, mask_ratio, conditions)` → bit logits `(tokens, k, 2)`; `bit_states` hold 0, 1 or 2 (mask).
+    """
+
+    def __init__(self, config: BARConfig):
+        super().__init__(config)
+        k, width = config.bits_per_step, config.head_hidden_size
+        self.input_embed = nn.Embedding(3, config.head_bit_embedding_size)
+        self.input_proj = nn.Linear(k * config.head_bit_embedding_size, width)
+        self.ln_pre = BARRMSNorm(width, eps=config.rms_norm_eps)
+        self.t_embedder = BARFourierEmbedding(config.head_fourier_size, width)
+        self.output_embed = nn.Linear(width, 2 * k)
+
+    def forward(self, bit_states: torch.Tensor, mask_ratio: torch.Tensor, conditions: torch.Tensor) -> torch.Tensor:
+        self._check_inputs(bit_states, mask_ratio, conditions)
+        tokens = bit_states.shape[0]
+        embedded = self.input_embed(bit_states).reshape(tokens, -1)  # (M, k * e)
+        hidden = self.ln_pre(self.input_proj(embedded))
+        condition = F.silu(self.t_embedder(mask_ratio) + conditions)  # SiLU here and again inside every AdaLN
+        hidden = self._trunk(hidden, condition)
+        return self.output_embed(hidden).reshape(tokens, self.bits_per_step, 2)
+
+
+class BARBitwiseHead(_BARHeadBase):
+    """Baseline: k independent binary classifiers from the condition alone (one shot; bit states are ignored)."""
+
+    def __init__(self, config: BARConfig):
+        super().__init__(config)
+        self.ln_pre = BARRMSNorm(config.head_hidden_size, eps=config.rms_norm_eps)
+        self.output_embed = nn.Linear(config.head_hidden_size, 2 * config.bits_per_step)
+
+    def forward(self, bit_states: torch.Tensor, mask_ratio: torch.Tensor, conditions: torch.Tensor) -> torch.Tensor:
+        self._check_inputs(bit_states, mask_ratio, conditions)
+        hidden = self._trunk(self.ln_pre(conditions), F.silu(conditions))
+        return self.output_embed(hidden).reshape(conditions.shape[0], self.bits_per_step, 2)
+
+
+class BARLinearHead(_BARHeadBase):
+    """Baseline: softmax over all `2**k` token ids (LSB-first ids of `bits.py`).
+
+    For the sampling API it returns, for every bit, the log-marginal of the id distribution restricted to ids that
+    agree with the already fixed bits (`logsumexp` over consistent ids). With one bit per scheduler step this is exact
+    ancestral sampling of the joint; with larger steps bits of one step are drawn from their marginals.
+    """
+
+    def __init__(self, config: BARConfig):
+        super().__init__(config)
+        self.ln_pre = BARRMSNorm(config.head_hidden_size, eps=config.rms_norm_eps)
+        self.output_embed = nn.Linear(config.head_hidden_size, 2**config.bits_per_step)
+
+    def id_logits(self, conditions: torch.Tensor) -> torch.Tensor:
+        hidden = self._trunk(self.ln_pre(conditions), F.silu(conditions))
+        return self.output_embed(hidden)  # (M, 2**k)
+
+    def forward(self, bit_states: torch.Tensor, mask_ratio: torch.Tensor, conditions: torch.Tensor) -> torch.Tensor:
+        self._check_inputs(bit_states, mask_ratio, conditions)
+        k = self.bits_per_step
+        logits = self.id_logits(conditions).float()
+        table = ids_to_bits(torch.arange(2**k, device=logits.device), k)  # (2**k, k)
+        fixed = bit_states != MASK_BIT
+        consistent = ((table[None] == bit_states[:, None, :]) | ~fixed[:, None, :]).all(-1)  # (M, 2**k)
+        logits = logits.masked_fill(~consistent, float("-inf"))
+        out = []
+        for value in (0, 1):
+            chosen = logits.unsqueeze(-1).masked_fill((table != value)[None], float("-inf"))  # (M, 2**k, k)
+            out.append(torch.logsumexp(chosen, dim=1))
+        return torch.stack(out, dim=-1)  # (M, k, 2)
+
+
+_HEADS = {"mbm": BARMaskedBitHead, "bitwise": BARBitwiseHead, "linear": BARLinearHead}
+
+
+# ---------------------------------------------------------------------------------------------------- models
+class BARPreTrainedModel(PreTrainedModel):
+    config: BARConfig
+    config_class = BARConfig
+    base_model_prefix = "model"
+    main_input_name = "bits"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["BARDecoderLayer", "BARHeadResBlock"]
+    _supports_sdpa = True
+    _supports_flex_attn = False
+    _supports_attention_backend = True
+    _skip_keys_device_placement = ["cache"]
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            if getattr(module, "_zero_init", False):  # AdaLN-zero: last Linear of every adaLN_modulation
+                init.zeros_(module.weight)
+                init.zeros_(module.bias)
+            else:
+                init.trunc_normal_(module.weight, std=std)
+                if module.bias is not None:
+                    init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.trunc_normal_(module.weight, std=std)
+        elif isinstance(module, BARRMSNorm):
+            init.ones_(module.weight)
+        elif isinstance(module, BARFourierEmbedding):
+            init.normal_(module.W, std=1.0)
+        elif isinstance(module, BARModel):
+            for param in (module.cls_token, module.pos_embed, module.target_aware_pos_embed, module.slot_embed):
+                init.trunc_normal_(param, std=std)
+            cos, sin = module.compute_rope_table()
+            init.copy_(module.rope_cos, cos)
+            init.copy_(module.rope_sin, sin)
+
+
+class BARModel(BARPreTrainedModel):
+    """The BAR backbone: embeds the class prefix and bit tokens, runs the causal AdaLN transformer and returns the
+    latent conditions `z_i` (width `head_hidden_size`) that the head turns into bits."""
+
+    def __init__(self, config: BARConfig):
+        super().__init__(config)
+        D = config.hidden_size
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, D))
+        self.pos_embed = nn.Parameter(torch.zeros(1, config.position_embedding_size, D))
+        self.target_aware_pos_embed = nn.Parameter(torch.zeros(1, config.position_embedding_size, D))
+        self.slot_embed = nn.Parameter(torch.zeros(1, config.slot_embedding_size, D))
+        self.class_embed = nn.Embedding(config.num_classes + CLASS_ROW_OFFSET + 1, D)
+        self.bit_embed = nn.Embedding(3, config.bit_embedding_size)
+        self.input_merge = nn.Linear(config.bits_per_step * config.bit_embedding_size, D)
+        self.layers = nn.ModuleList([BARDecoderLayer(config, i) for i in range(config.num_hidden_layers)])
+        self.norm = BARRMSNorm(D, eps=config.rms_norm_eps)
+        self.latent_condition_proj = nn.Linear(D, config.head_hidden_size)
+        cos, sin = self.compute_rope_table()
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def compute_rope_table(self) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.config
+        return build_2d_rope_table(c.grid_height, c.grid_width, c.head_dim, c.prefix_length, c.rope_theta)
+
+    def class_rows(self, class_labels: torch.Tensor) -> torch.Tensor:
+        """Map public class ids (`0..num_classes-1`, null = `num_classes`) to rows of the class table."""
+        return class_labels + CLASS_ROW_OFFSET
+
+    def embed_bits(self, bits: torch.Tensor) -> torch.Tensor:
+        """`(B, n, k)` bits → `(B, n, D)`: per-bit embeddings concatenated, then `input_merge`."""
+        batch, length, _ = bits.shape
+        return self.input_merge(self.bit_embed(bits).reshape(batch, length, -1))
+
+    def _validate(self, bits, class_labels, orders, past_length) -> None:
+        c = self.config
+        if not isinstance(class_labels, torch.Tensor) or class_labels.dim() != 1:
+            raise ValueError(f"`class_labels` must be a 1-D tensor of class ids, got {class_labels!r}.")
+        if class_labels.is_floating_point():
+            raise ValueError(f"`class_labels` must be integers, got dtype {class_labels.dtype}.")
+        if class_labels.numel() and (int(class_labels.min()) < 0 or int(class_labels.max()) > c.null_class_id):
+            raise ValueError(
+                f"`class_labels` must be in [0, {c.num_classes}] ({c.null_class_id} = null class), got values in "
+                f"[{int(class_labels.min())}, {int(class_labels.max())}]."
+            )
+        if bits is not None:
+            if bits.dim() != 3 or bits.shape[2] != c.bits_per_step or bits.shape[0] != class_labels.shape[0]:
+                raise ValueError(
+                    f"`bits` must have shape (batch={class_labels.shape[0]}, tokens, k={c.bits_per_step}), "
+                    f"got {tuple(bits.shape)}."
+                )
+            check_bits(bits)
+        new_tokens = 0 if bits is None else bits.shape[1]
+        if past_length == 0:
+            if new_tokens > c.num_ar_steps:
+                raise ValueError(f"`bits` has {new_tokens} tokens, more than the {c.num_ar_steps} AR steps.")
+        else:
+            if past_length < c.prefix_length:
+                raise ValueError(f"the cache holds {past_length} slots, fewer than the prefix ({c.prefix_length}).")
+            if new_tokens == 0:
+                raise ValueError("`bits` must hold at least one new token when continuing from a cache.")
+            if past_length + new_tokens > c.prefix_length + c.num_ar_steps:
+                raise ValueError(
+                    f"cache ({past_length} slots) + {new_tokens} tokens exceeds the sequence length "
+                    f"{c.prefix_length + c.num_ar_steps}."
+                )
+        if orders is not None and (
+            orders.dim() != 2 or tuple(orders.shape) != (class_labels.shape[0], c.num_ar_steps)
+        ):
+            raise ValueError(
+                f"`orders` must have shape (batch={class_labels.shape[0]}, N={c.num_ar_steps}), "
+                f"got {tuple(orders.shape)}."
+            )
+
+    def forward(
+        self,
+        bits: torch.Tensor | None = None,
+        class_labels: torch.Tensor | None = None,
+        orders: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool = False,
+    ) -> BARModelOutput:
+        r"""
+        Args:
+            bits (`torch.LongTensor` of shape `(batch, n, k)`, *optional*):
+                AR tokens **in generation order** that follow what the cache holds: the first `n` tokens on a fresh
+                pass (the prefix is added automatically), or the newest token(s) when continuing from a cache.
+            class_labels (`torch.LongTensor` of shape `(batch,)`):
+                class ids in `0..num_classes-1`, or `num_classes` for the null (unconditional) class.
+            orders (`torch.LongTensor` of shape `(batch, N)`, *optional*):
+                generation order (a permutation of the AR grid cells per sample); raster when omitted.
+            cache (`Cache`, *optional*): a transformers cache (e.g. `DynamicCache()`), updated in place.
+            use_cache (`bool`, *optional*): create a `DynamicCache` when none is passed.
+        """
+        c = self.config
+        if use_cache and cache is None:
+            cache = DynamicCache()
+        past_length = cache.get_seq_length() if cache is not None else 0
+        self._validate(bits, class_labels, orders, past_length)
+        batch = class_labels.shape[0]
+        device = self.cls_token.device
+        dtype = self.cls_token.dtype
+
+        class_vectors = self.class_embed(self.class_rows(class_labels.to(device)))  # (B, D)
+        pieces = []
+        if past_length == 0:
+            pieces += [
+                self.cls_token.expand(batch, 1, -1),
+                class_vectors[:, None, :].expand(batch, c.num_class_tokens, -1),
+            ]
+        if bits is not None and bits.shape[1] > 0:
+            pieces.append(self.embed_bits(bits.to(device)))
+        hidden = torch.cat(pieces, dim=1).to(dtype)
+        length = hidden.shape[1]
+
+        # slot indices and their position / target indices (BAR_METHOD §3.5)
+        P, N = c.prefix_length, c.num_ar_steps
+        slots = torch.arange(past_length, past_length + length, device=device)
+        if orders is None:
+            orders = torch.arange(N, device=device).expand(batch, N)
+        orders = orders.to(device)
+        own = torch.where(
+            slots[None] < P,
+            slots[None].expand(batch, length),
+            P + orders.gather(1, (slots - P).clamp(0, N - 1)[None].expand(batch, length)),
+        )
+        target = P + orders.gather(1, (slots - P + 1).clamp(0, N - 1)[None].expand(batch, length))
+
+        hidden = hidden + self.pos_embed[0, own].to(dtype) + self.target_aware_pos_embed[0, target].to(dtype)
+        adaln = (class_vectors[:, None, :] + self.slot_embed[0, slots][None]).to(dtype)
+        rope = (
+            self.rope_cos[own][:, None],
+            self.rope_sin[own][:, None],
+            self.rope_cos[target][:, None],
+            self.rope_sin[target][:, None],
+        )
+        attention_mask = None
+        if length > 1 and (past_length > 0 or c._attn_implementation != "sdpa"):
+            total = past_length + length
+            allowed = torch.arange(total, device=device)[None, :] <= slots[:, None]
+            attention_mask = torch.zeros(length, total, device=device, dtype=dtype).masked_fill(
+                ~allowed, torch.finfo(dtype).min
+            )[None, None]
+
+        all_hidden = () if output_hidden_states else None
+        for layer in self.layers:
+            if output_hidden_states:
+                all_hidden += (hidden,)
+            hidden = layer(hidden, adaln, rope=rope, attention_mask=attention_mask, cache=cache)
+        if output_hidden_states:
+            all_hidden += (hidden,)
+
+        keep = (slots >= P - 1) & (slots <= P + N - 2)
+        conditions = self.latent_condition_proj(self.norm(hidden[:, keep]))
+        return BARModelOutput(
+            conditions=conditions,
+            last_hidden_state=hidden,
+            cache=cache,
+            hidden_states=all_hidden,
+        )
+
+
+class BARForCausalImageModeling(BARPreTrainedModel):
+    """BAR generator: backbone ([`BARModel`]) + bit prediction head (`head_type`: MBM by default).
+
+    Training: `model(bits, class_labels)` returns the head loss (§4.2) with label dropout and optional random orders.
+    Sampling (see [`BARPipeline`]): `compute_conditions(...)` with a KV cache, then `head_logits(...)` per scheduler
+    step; the scheduler decides which bits to reveal.
+    """
+
+    def __init__(self, config: BARConfig):
+        super().__init__(config)
+        self.model = BARModel(config)
+        self.head = _HEADS[config.head_type](config)
+        self.post_init()
+
+    # -------------------------------------------------------------------------------------------- sampling API
+    def compute_conditions(
+        self,
+        bits: torch.Tensor | None,
+        class_labels: torch.Tensor,
+        orders: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        use_cache: bool | None = None,
+    ) -> BARModelOutput:
+        """Backbone pass; see [`BARModel.forward`]."""
+        return self.model(bits=bits, class_labels=class_labels, orders=orders, cache=cache, use_cache=use_cache)
+
+    def head_logits(self, bit_states: torch.Tensor, mask_ratio: torch.Tensor | float, conditions: torch.Tensor):
+        """Bit logits `(tokens, k, 2)` for bit states in {0, 1, 2=mask}, the fraction still masked and conditions."""
+        if not isinstance(mask_ratio, torch.Tensor):
+            mask_ratio = torch.full((bit_states.shape[0],), float(mask_ratio), device=conditions.device)
+        check_bits(bit_states, "bit_states", allow_mask=True)
+        return self.head(bit_states.to(conditions.device), mask_ratio.to(conditions.device, torch.float32), conditions)
+
+    # -------------------------------------------------------------------------------------------- training
+    def to_ar_bits(self, bits: torch.Tensor) -> torch.Tensor:
+        """Accept tokenizer bits `(B, H'W', num_bits)` (patchified here) or AR bits `(B, N, k)`."""
+        c = self.config
+        if bits.dim() == 3 and tuple(bits.shape[1:]) == (c.num_ar_steps, c.bits_per_step):
+            return bits
+        if bits.dim() == 3 and tuple(bits.shape[1:]) == (c.latent_height * c.latent_width, c.num_bits):
+            return patchify_bits(bits, (c.latent_height, c.latent_width), c.patch_size)
+        raise ValueError(
+            f"`bits` must have shape (batch, {c.latent_height * c.latent_width}, {c.num_bits}) (tokenizer bits) or "
+            f"(batch, {c.num_ar_steps}, {c.bits_per_step}) (AR tokens), got {tuple(bits.shape)}."
+        )
+
+    def random_orders(self, batch: int, random_ratio: float, device, generator: torch.Generator | None = None):
+        """Per sample: a uniformly random permutation with probability `random_ratio`, else raster (§3.7)."""
+        N = self.config.num_ar_steps
+        raster = torch.arange(N, device=device).expand(batch, N)
+        if random_ratio <= 0:
+            return raster.clone()
+        perms = torch.rand(batch, N, device=device, generator=generator).argsort(-1)
+        use_random = torch.rand(batch, device=device, generator=generator) < random_ratio
+        return torch.where(use_random[:, None], perms, raster)
+
+    def head_loss(self, conditions: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training loss of the configured head for conditions `(M, W_h)` and target bits `(M, k)`."""
+        c = self.config
+        k = c.bits_per_step
+        tokens = targets.shape[0]
+        device = conditions.device
+        if c.head_type == "linear":
+            logits = self.head.id_logits(conditions)
+            return F.cross_entropy(logits.float(), bits_to_ids(targets)), logits
+        if c.head_type == "bitwise":
+            states = torch.full_like(targets, MASK_BIT)
+            logits = self.head(states, torch.ones(tokens, device=device), conditions)
+            return F.cross_entropy(logits.float().reshape(-1, 2), targets.reshape(-1)), logits
+        # MBM (§4.2): logit-normal mask ratio, >= 1 masked bit, CE weights 1.0 / 0.1, one global normalization
+        zeta = torch.randn(tokens, device=device) * c.mask_ratio_std + c.mask_ratio_mean
+        mask_ratio = (1 - torch.sigmoid(zeta)).clamp(1.0 / k, 1.0)
+        num_masked = torch.round(k * mask_ratio).clamp(min=1)
+        ranks = torch.rand(tokens, k, device=device).argsort(-1).argsort(-1)
+        masked = ranks < num_masked[:, None]
+        states = torch.where(masked, torch.full_like(targets, MASK_BIT), targets)
+        logits = self.head(states, mask_ratio, conditions)
+        ce = F.cross_entropy(logits.float().reshape(-1, 2), targets.reshape(-1), reduction="none").view(tokens, k)
+        weights = torch.where(masked, c.masked_bit_loss_weight, c.visible_bit_loss_weight)
+        return (ce * weights).sum() / (weights.sum() + 1e-8), logits
+
+    def forward(
+        self,
+        bits: torch.Tensor,
+        class_labels: torch.Tensor,
+        orders: torch.Tensor | None = None,
+        random_order_ratio: float | None = None,
+        class_dropout_prob: float | None = None,
+        output_hidden_states: bool = False,
+    ) -> BARCausalImageModelingOutput:
+        r"""Training / teacher-forced forward.
+
+        Args:
+            bits (`torch.LongTensor`): tokenizer bits `(B, H'W', num_bits)` in raster order, or AR bits `(B, N, k)`.
+            class_labels (`torch.LongTensor` of shape `(B,)`): class ids (`num_classes` = null).
+            orders (`torch.LongTensor` of shape `(B, N)`, *optional*): generation orders; default raster, or random
+                per `random_order_ratio`.
+            random_order_ratio (`float`, *optional*): probability of a random order per sample (see
+                [`order_annealing_ratio`]); ignored when `orders` is given.
+            class_dropout_prob (`float`, *optional*): label dropout in training mode; defaults to the config value.
+        """
+        ar_bits = self.to_ar_bits(bits)
+        check_bits(ar_bits)
+        batch = ar_bits.shape[0]
+        device = self.model.cls_token.device
+        ar_bits = ar_bits.to(device)
+        class_labels = class_labels.to(device)
+        if orders is None and random_order_ratio:
+            orders = self.random_orders(batch, random_order_ratio, device)
+        if orders is None:
+            orders = torch.arange(self.config.num_ar_steps, device=device).expand(batch, -1)
+        orders = orders.to(device)
+        if self.training:
+            prob = self.config.class_dropout_prob if class_dropout_prob is None else class_dropout_prob
+            drop = torch.rand(batch, device=device) < prob
+            class_labels = torch.where(drop, torch.full_like(class_labels, self.config.null_class_id), class_labels)
+        ordered = ar_bits.gather(1, orders[:, :, None].expand(-1, -1, ar_bits.shape[2]))  # generation order
+        out = self.model(
+            bits=ordered, class_labels=class_labels, orders=orders, output_hidden_states=output_hidden_states
+        )
+        conditions = out.conditions  # (B, N, W_h): conditions[:, i] predicts ordered[:, i]
+        loss, logits = self.head_loss(
+            conditions.reshape(-1, conditions.shape[-1]), ordered.reshape(-1, ordered.shape[-1])
+        )
+        return BARCausalImageModelingOutput(
+            loss=loss,
+            bit_logits=logits.reshape(batch, self.config.num_ar_steps, *logits.shape[1:]),
+            conditions=conditions,
+            orders=orders,
+            hidden_states=out.hidden_states,
+        )
