@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 from transformers import AutoConfig, AutoModel
 
 from . import bits
+from .cli import bundled_model_path
 from .configuration_bar import BAR_PRESETS, BAR_SAMPLING_DEFAULTS, BARConfig
 from .modeling_bar import (
     BARBitwiseHead,
@@ -20,6 +21,8 @@ from .modeling_bar import (
     BARModelOutput,
     BARPreTrainedModel,
 )
+from .pipeline_bar import BARPipeline
+from .scheduling_bar import BARBitScheduler, BARBitSchedulerOutput, BARLogProbBitScheduler, BARSchedulerMixin
 from .vq_model_bar import BARBitQuantizer, BARVQEncoderOutput, BARVQModel
 
 AutoConfig.register("bar", BARConfig, exist_ok=True)
@@ -27,6 +30,7 @@ AutoModel.register(BARConfig, BARModel, exist_ok=True)
 
 __all__ = [
     "bits",
+    "bundled_model_path",
     "BARVQModel",
     "BARVQEncoderOutput",
     "BARBitQuantizer",
@@ -41,4 +45,9 @@ __all__ = [
     "BARMaskedBitHead",
     "BARBitwiseHead",
     "BARLinearHead",
+    "BARBitScheduler",
+    "BARLogProbBitScheduler",
+    "BARBitSchedulerOutput",
+    "BARSchedulerMixin",
+    "BARPipeline",
 ]

@@ -1,63 +1,147 @@
-"""`bar-hf` command line."""
+"""`bar-hf` command line: `generate`, `demo`, `convert`."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
+
+BUNDLED_MODEL_DIR = Path(__file__).resolve().parent / "bundled" / "bar-fashion-mnist"
+
+
+def bundled_model_path() -> str:
+    """Path of the small BAR pipeline trained by this project on Fashion-MNIST and shipped with the package."""
+    if not (BUNDLED_MODEL_DIR / "model_index.json").exists():
+        raise FileNotFoundError(f"the bundled model is missing at {BUNDLED_MODEL_DIR} (broken installation?)")
+    return str(BUNDLED_MODEL_DIR)
+
+
+def _parse_dtype(name: str):
+    import torch
+
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if name not in dtypes:
+        raise ValueError(f"`--dtype` must be one of {sorted(dtypes)}, got {name!r}.")
+    return dtypes[name]
+
+
+def make_grid(images, row_titles: list[str], columns: int, scale: int):
+    """Labelled grid: one row per title, `columns` images each; PIL images are upscaled by `scale` (nearest)."""
+    from PIL import Image, ImageDraw
+
+    width, height = images[0].size
+    cell_w, cell_h = width * scale, height * scale
+    title_w = max(80, 7 * max(len(t) for t in row_titles) + 10)
+    pad = 2
+    grid = Image.new("RGB", (title_w + columns * (cell_w + pad), len(row_titles) * (cell_h + pad)), "white")
+    draw = ImageDraw.Draw(grid)
+    for row, title in enumerate(row_titles):
+        y = row * (cell_h + pad)
+        draw.text((4, y + cell_h // 2 - 6), title, fill="black")
+        for col in range(columns):
+            image = images[row * columns + col].convert("RGB").resize((cell_w, cell_h), Image.NEAREST)
+            grid.paste(image, (title_w + col * (cell_w + pad), y))
+    return grid
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import torch
+
+    from .pipeline_bar import BARPipeline
+
+    model = args.model or bundled_model_path()
+    dtype = _parse_dtype(args.dtype)
+    pipe = BARPipeline.from_pretrained(model, dtype=dtype).to(args.device)
+    if args.quiet:
+        pipe.set_progress_bar_config(disable=True)
+    label_ids = pipe._resolve_labels(args.class_labels)
+    count = len(label_ids) * args.num_images_per_label
+    generators = [torch.Generator(device="cpu").manual_seed(args.seed + i) for i in range(count)]
+    tokens_allocation = json.loads(args.tokens_allocation) if args.tokens_allocation else None
+    images = pipe(
+        class_labels=label_ids,
+        num_images_per_label=args.num_images_per_label,
+        guidance_scale=args.guidance_scale,
+        guidance_schedule=args.guidance_schedule,
+        num_inference_steps=args.num_inference_steps,
+        tokens_allocation=tokens_allocation,
+        temperature=args.temperature,
+        generator=generators,
+    ).images
+    names = [pipe.id2label.get(i, str(i)).split(",")[0] for i in label_ids]
+    if args.output_dir:
+        out_dir = Path(args.output_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for index, image in enumerate(images):
+            label = label_ids[index // args.num_images_per_label]
+            image.save(out_dir / f"{index:05d}_class{label}_seed{args.seed + index}.png")
+        print(f"wrote {len(images)} images to {out_dir}")
+    if args.output or not args.output_dir:
+        output = Path(args.output or "bar_samples.png")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        scale = args.scale or max(1, 96 // images[0].size[1])
+        make_grid(images, names, args.num_images_per_label, scale).save(output)
+        print(f"wrote a {len(names)}x{args.num_images_per_label} grid ({', '.join(names)}) to {output}")
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
-    import numpy as np
-    import torch
-    from PIL import Image
+    args.model = None
+    return _generate(args)
 
-    from .vq_model_bar import BARVQModel
 
-    # Until the bundled model ships, the demo is an honest tokenizer round trip with a randomly initialised tiny
-    # BARVQModel: it shows the data flow image -> bits -> image, not a trained reconstruction.
-    torch.manual_seed(0)
-    vq = BARVQModel(
-        sample_size=32,
-        patch_size=4,
-        num_bits=10,
-        encoder_hidden_size=64,
-        encoder_num_layers=2,
-        encoder_num_heads=4,
-        encoder_intermediate_size=128,
-        encoder_num_position_embeddings=64,
-        decoder_hidden_size=64,
-        decoder_num_layers=2,
-        decoder_num_heads=4,
-        decoder_intermediate_size=128,
-    ).eval()
-    yy, xx = np.mgrid[0:32, 0:32] / 31.0
-    image = np.stack([xx, yy, 1 - xx], 0)[None].astype("float32") * 2 - 1
-    with torch.no_grad():
-        bits = vq.encode_to_bits(torch.from_numpy(image))
-        recon = vq.decode_bits(bits).sample
-    print(f"encoded a 32x32 image into {tuple(bits.shape)} bits ({vq.bit_budget} bits; untrained tokenizer)")
-    out = ((recon[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-    from pathlib import Path
-
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(out).save(args.output)
-    print(f"wrote {args.output}")
-    return 0
+def _add_generate_arguments(parser: argparse.ArgumentParser, demo: bool = False) -> None:
+    if not demo:
+        parser.add_argument("--model", default=None, help="pipeline folder or Hub id (default: the bundled model)")
+    parser.add_argument(
+        "--class-labels",
+        nargs="+",
+        default=["Sneaker", "Dress", "Bag", "Trouser"] if demo else None,
+        required=not demo,
+        help="class ids or names (names from the model's id2label)",
+    )
+    parser.add_argument("--num-images-per-label", type=int, default=8 if demo else 4)
+    parser.add_argument("--seed", type=int, default=0, help="image i uses seed + i (batch-invariant)")
+    parser.add_argument("--guidance-scale", type=float, default=None, help="default: the model's saved value")
+    parser.add_argument("--guidance-schedule", choices=["linear", "constant"], default=None)
+    parser.add_argument("--num-inference-steps", type=int, default=None, help="head steps per token")
+    parser.add_argument("--tokens-allocation", default=None, help='JSON list of bits per head step, e.g. "[2,2,5,7]"')
+    parser.add_argument("--temperature", type=float, default=None)
+    parser.add_argument("--output", default="outputs/demo.png" if demo else None, help="grid PNG path")
+    parser.add_argument("--output-dir", default=None, help="also write one PNG per image here")
+    parser.add_argument("--scale", type=int, default=None, help="grid upscaling factor (default: to ~96 px)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bar-hf", description="BAR image generation with diffusers/transformers")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run the quickstart demo")
-    demo.add_argument("--output", default="outputs/demo.png")
+    generate = sub.add_parser("generate", help="generate class-conditional images with a BARPipeline")
+    _add_generate_arguments(generate)
+    generate.set_defaults(func=_generate)
+    demo = sub.add_parser("demo", help="generate a labelled grid with the bundled Fashion-MNIST model")
+    _add_generate_arguments(demo, demo=True)
     demo.set_defaults(func=_demo)
+    try:
+        from .convert import add_convert_subparser
+    except ImportError:  # the converter module is optional at import time
+        add_convert_subparser = None
+    if add_convert_subparser is not None:
+        add_convert_subparser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, OSError) as error:
+        print(f"bar-hf {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
