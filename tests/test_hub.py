@@ -203,10 +203,6 @@ def test_generic_loader_with_remote_code_from_hub(hub, saved, pipe, tmp_path):
     assert any(method == "GET" and p.endswith("/pipeline_bar_hf.py") for method, p in hub.requests)
 
 
-@pytest.mark.xfail(
-    reason="BARPipeline.download allow_patterns do not fetch *.py, so a shim repo needs DiffusionPipeline",
-    strict=False,
-)
 def test_bar_pipeline_with_remote_code_from_hub(hub, saved, tmp_path):
     folder = tmp_path / "remote"
     shutil.copytree(saved, folder)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
@@ -12,6 +12,7 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from transformers.cache_utils import DynamicCache
 
 from .bits import MASK_BIT, unpatchify_bits
+from .hub_utils import push_pipeline_to_hub, write_remote_code_shims
 from .modeling_bar import BARForCausalImageModeling
 from .scheduling_bar import BARSchedulerMixin
 from .vq_model_bar import BARVQModel
@@ -309,6 +310,112 @@ class BARPipeline(DiffusionPipeline):
         return ImagePipelineOutput(images=images)
 
     # ------------------------------------------------------------------------------------------------ hub
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        safe_serialization: bool = True,
+        variant: str | None = None,
+        max_shard_size: int | str | None = None,
+        push_to_hub: bool = False,
+        remote_code: bool = False,
+        **kwargs,
+    ) -> None:
+        """Save the pipeline in the canonical layout (load it with `BARPipeline.from_pretrained`).
+
+        Args:
+            save_directory (`str` or `os.PathLike`): target folder (created if missing).
+            safe_serialization, variant, max_shard_size: as in `DiffusionPipeline.save_pretrained`.
+            push_to_hub (`bool`, *optional*, defaults to `False`): then upload with [`~BARPipeline.push_to_hub`]
+                (BAR model card, not diffusers' generic one); `repo_id` defaults to the folder name and `token`,
+                `private`, `commit_message`, `create_pr`, `license`, `base_model`, `extra_tags`, `endpoint` are
+                forwarded.
+            remote_code (`bool`, *optional*, defaults to `False`): also write the one-line re-export files
+                (`bar_hf.hub_utils.write_remote_code_shims`) so that plain
+                `DiffusionPipeline.from_pretrained(folder_or_repo, trust_remote_code=True)` works for users who have
+                `bar_hf` installed (`BARPipeline.from_pretrained` then needs `trust_remote_code=True` too).
+        """
+        push_keys = (
+            "repo_id",
+            "token",
+            "private",
+            "commit_message",
+            "create_pr",
+            "license",
+            "base_model",
+            "extra_tags",
+            "endpoint",
+        )
+        push_kwargs = {key: kwargs.pop(key) for key in push_keys if key in kwargs}
+        super().save_pretrained(
+            save_directory,
+            safe_serialization=safe_serialization,
+            variant=variant,
+            max_shard_size=max_shard_size,
+            **kwargs,
+        )
+        if remote_code:
+            write_remote_code_shims(save_directory, type(self))
+        if push_to_hub:
+            repo_id = push_kwargs.pop("repo_id", None) or os.path.basename(os.path.normpath(save_directory))
+            self.push_to_hub(
+                repo_id, safe_serialization=safe_serialization, variant=variant, remote_code=remote_code, **push_kwargs
+            )
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        commit_message: str | None = None,
+        private: bool | None = None,
+        token: str | None = None,
+        create_pr: bool = False,
+        safe_serialization: bool = True,
+        variant: str | None = None,
+        subfolder: str | None = None,
+        *,
+        remote_code: bool = False,
+        license: str = "apache-2.0",
+        base_model: str | list[str] | None = None,
+        extra_tags: Iterable[str] = (),
+        endpoint: str | None = None,
+    ):
+        """Upload the pipeline (all components, `model_index.json`) with a BAR model card in one commit.
+
+        Same positional arguments as diffusers' `push_to_hub`; the README shows `BARPipeline` usage, the sampling
+        defaults, license and tags (see `bar_hf.hub_utils.bar_model_card`) instead of diffusers' generic card.
+
+        Args:
+            repo_id (`str`): target repo (`"org/name"`), created if missing.
+            commit_message, private, token, create_pr, variant: as in diffusers' `push_to_hub`.
+            safe_serialization (`bool`, *optional*, defaults to `True`): must be `True` (safetensors only).
+            subfolder (`str`, *optional*): not supported for pipelines, must be `None`.
+            remote_code (`bool`, *optional*, defaults to `False`): also upload the `trust_remote_code` re-export files.
+            license, base_model, extra_tags: model card metadata (`bar_model_card`).
+            endpoint (`str`, *optional*): Hub endpoint; defaults to `HF_ENDPOINT` / huggingface.co.
+
+        Returns:
+            `huggingface_hub.CommitInfo` of the upload.
+        """
+        if not safe_serialization:
+            raise ValueError(
+                "`safe_serialization` must be True: BAR pipelines are pushed as safetensors only, got False."
+            )
+        if subfolder is not None:
+            raise ValueError(f"`subfolder` is not supported when pushing a whole pipeline, got {subfolder!r}.")
+        return push_pipeline_to_hub(
+            self,
+            repo_id,
+            token=token,
+            private=private,
+            commit_message=commit_message,
+            remote_code=remote_code,
+            endpoint=endpoint,
+            create_pr=create_pr,
+            variant=variant,
+            license=license,
+            base_model=base_model,
+            extra_tags=extra_tags,
+        )
+
     @classmethod
     def download(cls, pretrained_model_name, **kwargs) -> str:
         """Download a pipeline repo with `huggingface_hub.snapshot_download` (diffusers' own `download` refuses
@@ -321,6 +428,15 @@ class BARPipeline(DiffusionPipeline):
         options = {k: v for k, v in kwargs.items() if k in allowed and v is not None}
         return snapshot_download(
             pretrained_model_name,
-            allow_patterns=["model_index.json", "*.json", "*/*.json", "*/*.safetensors", "*.safetensors", "README.md"],
+            allow_patterns=[
+                "model_index.json",
+                "*.json",
+                "*/*.json",
+                "*/*.safetensors",
+                "*.safetensors",
+                "README.md",
+                "*.py",
+                "*/*.py",  # remote-code re-export files (downloading them does not run them)
+            ],
             **options,
         )

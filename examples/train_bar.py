@@ -1,0 +1,338 @@
+#!/usr/bin/env python
+"""Train the BAR generator (`BARForCausalImageModeling`) with accelerate and save a complete `BARPipeline`.
+
+    accelerate launch examples/train_bar.py --pretokenized_dataset runs/tokens \
+        --vqvae_model_name_or_path runs/vq/vqvae --model_config examples/configs/bar_fashion_mnist.json \
+        --output_dir runs/bar --max_train_steps 5000
+
+Data: a folder written by `pretokenize.py` (each sample picks its stored tokens or their flip with probability 0.5)
+or images tokenized on the fly (`--dataset_name`/`--train_data_dir` + the tokenizer). Recipe of BAR_METHOD §7:
+AdamW with the authors' weight-decay exclusion rule, linear warmup + cosine to `--min_learning_rate`, label dropout
+(`class_dropout_prob` in the model config), optional random-order training annealed to raster (§3.7), no EMA.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import signal
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from tqdm.auto import tqdm
+
+from bar_hf import BARBitScheduler, BARConfig, BARForCausalImageModeling, BARPipeline, BARVQModel
+from bar_hf.modeling_bar import order_annealing_ratio, weight_decay_parameter_groups
+from bar_hf.training_utils import (
+    AugmentationState,
+    checkpoint_step,
+    cosine_with_warmup,
+    dummy_image_dataset,
+    image_to_tensor,
+    load_image_dataset,
+    make_jsonl_tracker,
+    prune_checkpoints,
+    resolve_resume_checkpoint,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    data = parser.add_argument_group("data")
+    data.add_argument("--pretokenized_dataset", default=None, help="output folder of pretokenize.py")
+    data.add_argument("--dataset_name", default=None, help="images tokenized on the fly (Hub / disk / local name)")
+    data.add_argument("--dataset_config_name", default=None)
+    data.add_argument("--train_data_dir", default=None, help="an imagefolder directory (tokenized on the fly)")
+    data.add_argument("--use_dummy_data", action="store_true", help="random images tokenized on the fly")
+    data.add_argument("--image_column", default="image")
+    data.add_argument("--label_column", default="label")
+    data.add_argument("--random_flip", action="store_true", help="on-the-fly data: random horizontal flips")
+    model = parser.add_argument_group("model")
+    model.add_argument("--vqvae_model_name_or_path", required=True, help="the tokenizer (saved into the pipeline)")
+    model.add_argument("--model_config", default=None, help="JSON file of BARConfig arguments")
+    model.add_argument("--preset", default=None, help="one of the authors' models, e.g. bar-b")
+    model.add_argument("--pretrained_model_name_or_path", default=None, help="continue from a saved transformer")
+    train = parser.add_argument_group("training")
+    train.add_argument("--output_dir", required=True)
+    train.add_argument("--seed", type=int, default=42)
+    train.add_argument("--train_batch_size", type=int, default=64)
+    train.add_argument("--max_train_steps", type=int, default=1000)
+    train.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    train.add_argument("--learning_rate", type=float, default=4e-4)
+    train.add_argument("--min_learning_rate", type=float, default=1e-5)
+    train.add_argument("--lr_warmup_steps", type=int, default=100)
+    train.add_argument("--adam_beta1", type=float, default=0.9)
+    train.add_argument("--adam_beta2", type=float, default=0.96)
+    train.add_argument("--adam_weight_decay", type=float, default=0.03)
+    train.add_argument("--max_grad_norm", type=float, default=1.0)
+    train.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default="no")
+    train.add_argument("--random_order_anneal_start", type=int, default=None, help="step; random orders before it")
+    train.add_argument("--random_order_anneal_end", type=int, default=None, help="step; raster after it")
+    train.add_argument("--gradient_checkpointing", action="store_true")
+    sample = parser.add_argument_group("sampling defaults stored in the pipeline, validation")
+    sample.add_argument("--guidance_scale", type=float, default=2.0)
+    sample.add_argument("--temperature", type=float, default=1.0)
+    sample.add_argument("--num_inference_steps", type=int, default=4)
+    sample.add_argument("--tokens_allocation", default=None, help="JSON list, e.g. [2,2,3,3]")
+    sample.add_argument("--validation_steps", type=int, default=None)
+    sample.add_argument("--num_validation_images", type=int, default=4, help="per class (first 10 classes)")
+    run = parser.add_argument_group("checkpoints and logging")
+    run.add_argument("--checkpointing_steps", type=int, default=500)
+    run.add_argument("--checkpoints_total_limit", type=int, default=None)
+    run.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint folder")
+    run.add_argument("--logging_steps", type=int, default=10)
+    run.add_argument("--report_to", default=None, help="extra tracker: tensorboard or wandb (optional)")
+    run.add_argument("--push_to_hub", action="store_true")
+    run.add_argument("--hub_model_id", default=None)
+    run.add_argument("--hub_token", default=None)
+    args = parser.parse_args(argv)
+    sources = [args.pretokenized_dataset, args.dataset_name, args.train_data_dir, args.use_dummy_data]
+    if sum(bool(s) for s in sources) != 1:
+        parser.error("give exactly one of --pretokenized_dataset, --dataset_name, --train_data_dir, --use_dummy_data")
+    if sum(bool(s) for s in (args.model_config, args.preset, args.pretrained_model_name_or_path)) != 1:
+        parser.error("give exactly one of --model_config, --preset, --pretrained_model_name_or_path")
+    if (args.random_order_anneal_start is None) != (args.random_order_anneal_end is None):
+        parser.error("--random_order_anneal_start and --random_order_anneal_end go together")
+    return args
+
+
+def build_model(args: argparse.Namespace) -> BARForCausalImageModeling:
+    if args.pretrained_model_name_or_path:
+        return BARForCausalImageModeling.from_pretrained(args.pretrained_model_name_or_path)
+    if args.preset:
+        return BARForCausalImageModeling(BARConfig.from_preset(args.preset))
+    return BARForCausalImageModeling(BARConfig(**json.loads(Path(args.model_config).read_text())))
+
+
+def build_data(args: argparse.Namespace, vq: BARVQModel):
+    """Returns (dataloader, label names). Batches hold `bits` `(B, L, num_bits)` or `pixel_values`, and `label`."""
+    num_tokens, num_bits = vq.num_tokens, vq.config.num_bits
+    if args.pretokenized_dataset:
+        root = Path(args.pretokenized_dataset)
+        metadata = json.loads((root / "metadata.json").read_text())
+        if (metadata["num_bits"], metadata["latent_height"] * metadata["latent_width"]) != (num_bits, num_tokens):
+            raise ValueError(
+                f"the pretokenized data ({metadata['num_bits']} bits, {metadata['latent_height']}x"
+                f"{metadata['latent_width']} grid) does not match the tokenizer ({num_bits} bits, {vq.grid_size})."
+            )
+        dataset = datasets.load_from_disk(str(root / "dataset"))
+        names = metadata.get("label_names")
+
+        def transform(rows):
+            unpack = lambda p: np.unpackbits(np.asarray(p, np.uint8))[: num_tokens * num_bits]  # noqa: E731
+            return {
+                "tokens": [torch.from_numpy(unpack(p).reshape(num_tokens, num_bits)) for p in rows["tokens"]],
+                "tokens_flip": [
+                    torch.from_numpy(unpack(p).reshape(num_tokens, num_bits)) for p in rows["tokens_flip"]
+                ],
+                "label": rows["label"],
+            }
+
+        def collate(rows):
+            return {
+                "tokens": torch.stack([r["tokens"] for r in rows]).long(),
+                "tokens_flip": torch.stack([r["tokens_flip"] for r in rows]).long(),
+                "label": torch.tensor([r["label"] for r in rows]),
+            }
+    else:
+        size = vq.config.sample_size if isinstance(vq.config.sample_size, int) else vq.config.sample_size[0]
+        if args.use_dummy_data:
+            dataset = dummy_image_dataset(32, size, vq.config.in_channels, num_classes=3)
+        else:
+            dataset = load_image_dataset(args.dataset_name, args.dataset_config_name, args.train_data_dir)
+        feature = dataset.features.get(args.label_column)
+        names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+
+        def transform(rows):
+            return {
+                "pixel_values": [image_to_tensor(img, size, vq.config.in_channels) for img in rows[args.image_column]],
+                "label": rows[args.label_column],
+            }
+
+        def collate(rows):
+            return {
+                "pixel_values": torch.stack([r["pixel_values"] for r in rows]),
+                "label": torch.tensor([r["label"] for r in rows]),
+            }
+
+    dataset.set_transform(transform)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=args.train_batch_size, shuffle=True, drop_last=True, collate_fn=collate
+    )
+    return loader, names
+
+
+@torch.no_grad()
+def batch_bits(batch: dict, vq: BARVQModel, args, generator: torch.Generator, device) -> torch.Tensor:
+    """Tokenizer bits `(B, L, num_bits)` for a batch: pick each stored sample or its flip with p = 0.5, or encode
+    (randomly flipped) images with the frozen tokenizer."""
+    if "tokens" in batch:
+        use_flip = torch.rand(batch["tokens"].shape[0], generator=generator) < 0.5
+        bits = torch.where(use_flip[:, None, None], batch["tokens_flip"].cpu(), batch["tokens"].cpu())
+        return bits.to(device)
+    images = batch["pixel_values"]
+    if args.random_flip:
+        flip = torch.rand(images.shape[0], generator=generator) < 0.5
+        images = torch.where(flip[:, None, None, None], images.cpu().flip(-1), images.cpu())
+    return vq.encode_to_bits(images.to(device))
+
+
+def make_pipeline(vq, model, names, args) -> BARPipeline:
+    allocation = json.loads(args.tokens_allocation) if args.tokens_allocation else None
+    scheduler = BARBitScheduler(
+        bits_per_token=model.config.bits_per_step,
+        num_inference_steps=len(allocation) if allocation else args.num_inference_steps,
+        tokens_allocation=allocation,
+        temperature=args.temperature,
+    )
+    id2label = {i: name for i, name in enumerate(names)} if names else None
+    return BARPipeline(vq, model, scheduler, id2label=id2label, guidance_scale=args.guidance_scale)
+
+
+def validate(vq, model, names, args, step: int, output_dir: Path, accelerator) -> None:
+    from bar_hf.cli import make_grid
+
+    pipe = make_pipeline(vq, model, names, args)
+    pipe.set_progress_bar_config(disable=True)
+    labels = list(range(min(10, model.config.num_classes)))
+    count = len(labels) * args.num_validation_images
+    was_training = model.training
+    model.eval()
+    images = pipe(
+        labels,
+        num_images_per_label=args.num_validation_images,
+        generator=[torch.Generator().manual_seed(i) for i in range(count)],
+    ).images
+    model.train(was_training)
+    titles = [names[i] if names else str(i) for i in labels]
+    path = output_dir / "validation" / f"step-{step:07d}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    make_grid(images, titles, args.num_validation_images, scale=2).save(path)
+    accelerator.log({"validation_grid": str(path)}, step=step)
+
+
+def main(args: argparse.Namespace) -> None:
+    output_dir = Path(args.output_dir)
+    trackers = [make_jsonl_tracker("train_bar", output_dir / "logs")]
+    if args.report_to:
+        trackers.append(args.report_to)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=trackers,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
+    set_seed(args.seed)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    repo_id = None
+    if args.push_to_hub and accelerator.is_main_process:
+        from huggingface_hub import create_repo
+
+        repo_id = create_repo(args.hub_model_id or output_dir.name, exist_ok=True, token=args.hub_token).repo_id
+
+    vq = BARVQModel.from_pretrained(args.vqvae_model_name_or_path).eval().requires_grad_(False).to(accelerator.device)
+    model = build_model(args)
+    if (vq.config.num_bits, tuple(vq.grid_size)) != (
+        model.config.num_bits,
+        (model.config.latent_height, model.config.latent_width),
+    ):
+        raise ValueError(
+            f"tokenizer ({vq.config.num_bits} bits, grid {vq.grid_size}) and generator config ({model.config.num_bits} "
+            f"bits, grid {(model.config.latent_height, model.config.latent_width)}) disagree."
+        )
+    if args.gradient_checkpointing:
+        model.activation_checkpointing_enable()
+    dataloader, names = build_data(args, vq)
+    optimizer = torch.optim.AdamW(
+        weight_decay_parameter_groups(model, args.adam_weight_decay),
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+    )
+    lr_scheduler = cosine_with_warmup(optimizer, args.lr_warmup_steps, args.max_train_steps, args.min_learning_rate)
+    model, optimizer, dataloader, lr_scheduler = accelerator.prepare(model, optimizer, dataloader, lr_scheduler)
+    augmentation = AugmentationState(args.seed + 1 + accelerator.process_index)
+    accelerator.register_for_checkpointing(augmentation)
+    if accelerator.is_main_process:
+        accelerator.init_trackers("train_bar", config={k: v for k, v in vars(args).items() if v is not None})
+
+    global_step, first_epoch, resume_batches = 0, 0, 0
+    steps_per_epoch = math.ceil(len(dataloader) / args.gradient_accumulation_steps)
+    checkpoint = resolve_resume_checkpoint(output_dir, args.resume_from_checkpoint)
+    if checkpoint is not None:
+        accelerator.print(f"resuming from {checkpoint}")
+        accelerator.load_state(str(checkpoint))
+        global_step = checkpoint_step(checkpoint)
+        first_epoch = global_step // steps_per_epoch
+        resume_batches = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
+
+    unwrapped = accelerator.unwrap_model(model)
+    progress = tqdm(range(args.max_train_steps), initial=global_step, disable=not accelerator.is_local_main_process)
+    model.train()
+    epoch = first_epoch
+    while global_step < args.max_train_steps:
+        dataloader.set_epoch(epoch)
+        batches = dataloader
+        if epoch == first_epoch and resume_batches:
+            batches = accelerator.skip_first_batches(dataloader, resume_batches)
+        for batch in batches:
+            with accelerator.accumulate(model):
+                bits = batch_bits(batch, vq, args, augmentation.generator, accelerator.device)
+                ratio = 0.0
+                if args.random_order_anneal_start is not None:
+                    ratio = order_annealing_ratio(
+                        global_step, args.random_order_anneal_start, args.random_order_anneal_end
+                    )
+                orders = unwrapped.random_orders(bits.shape[0], ratio, "cpu", generator=augmentation.generator)
+                loss = model(bits, batch["label"].to(accelerator.device), orders=orders.to(accelerator.device)).loss
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and args.max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad()
+            if not accelerator.sync_gradients:
+                continue
+            global_step += 1
+            progress.update(1)
+            if global_step % args.logging_steps == 0:
+                values = {"loss": loss.item(), "lr": lr_scheduler.get_last_lr()[0], "random_order_ratio": ratio}
+                accelerator.log(values, step=global_step)
+                progress.set_postfix(loss=f"{values['loss']:.4f}")
+            if global_step % args.checkpointing_steps == 0 and accelerator.is_main_process:
+                prune_checkpoints(output_dir, args.checkpoints_total_limit)
+                accelerator.save_state(str(output_dir / f"checkpoint-{global_step}"))
+                if os.environ.get("BAR_HF_SIGKILL_AT_STEP") == str(global_step):  # test hook: die uncleanly here
+                    os.kill(os.getpid(), signal.SIGKILL)
+            if args.validation_steps and global_step % args.validation_steps == 0 and accelerator.is_main_process:
+                validate(vq, unwrapped, names, args, global_step, output_dir, accelerator)
+            if global_step >= args.max_train_steps:
+                break
+        epoch += 1
+        resume_batches = 0
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        pipe = make_pipeline(vq, unwrapped.eval(), names, args)
+        pipe.save_pretrained(output_dir / "pipeline")
+        accelerator.print(f"saved the pipeline to {output_dir / 'pipeline'}")
+        if repo_id is not None:
+            from huggingface_hub import upload_folder
+
+            upload_folder(repo_id=repo_id, folder_path=output_dir / "pipeline", token=args.hub_token)
+    accelerator.end_training()
+
+
+if __name__ == "__main__":
+    main(parse_args())

@@ -1,0 +1,356 @@
+#!/usr/bin/env python
+"""Train the BAR-FSQ tokenizer (`BARVQModel`) on a `datasets` image dataset with accelerate.
+
+    accelerate launch examples/train_bar_vq.py --dataset_name fashion_mnist_local \
+        --model_config examples/configs/vq_fashion_mnist.json --output_dir runs/vq --max_train_steps 6000
+
+Losses (BAR_METHOD §2.6): `--l1_weight`·L1 + `--l2_weight`·MSE always; `--distill_weight` (SigLIP2 feature
+distillation through the decoder's projector) and `--gram_weight` (VGG16 Gram loss) need pretrained networks: they are
+downloaded for online users and fail with an error naming the missing weights offline (never skipped silently).
+The final model is the EMA copy (decay `--ema_decay`, warm-up `min(decay, (1+s)/(10+s))`, as the authors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import signal
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+
+from bar_hf import BARVQModel
+from bar_hf.training_utils import (
+    AugmentationState,
+    checkpoint_step,
+    cosine_with_warmup,
+    dummy_image_dataset,
+    image_to_tensor,
+    load_image_dataset,
+    make_jsonl_tracker,
+    prune_checkpoints,
+    random_crop_flip,
+    resolve_resume_checkpoint,
+)
+from bar_hf.vq_model_bar import FSQ_SHIFT
+
+logger = logging.getLogger(__name__)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset_name", default=None, help="Hub dataset, save_to_disk folder or 'fashion_mnist_local'")
+    data.add_argument("--dataset_config_name", default=None)
+    data.add_argument("--train_data_dir", default=None, help="an imagefolder directory")
+    data.add_argument("--image_column", default="image")
+    data.add_argument("--streaming", action="store_true")
+    data.add_argument("--use_dummy_data", action="store_true", help="random images (smoke tests)")
+    data.add_argument("--cache_dir", default=None)
+    data.add_argument("--resize_to", type=int, default=None, help="resize before random crop (default: resolution)")
+    data.add_argument("--random_crop", action="store_true")
+    data.add_argument("--random_flip", action="store_true")
+    data.add_argument("--dataloader_num_workers", type=int, default=0)
+    model = parser.add_argument_group("model")
+    model.add_argument("--model_config", default=None, help="JSON file of BARVQModel init arguments")
+    model.add_argument("--pretrained_model_name_or_path", default=None, help="start from a saved BARVQModel")
+    model.add_argument(
+        "--fsq_bias_init",
+        choices=["threshold", "default"],
+        default="threshold",
+        help="from-scratch models: start in_proj biases at the FSQ threshold (-3.8007) so bits can flip early",
+    )
+    train = parser.add_argument_group("training")
+    train.add_argument("--output_dir", required=True)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--train_batch_size", type=int, default=32)
+    train.add_argument("--max_train_steps", type=int, default=1000)
+    train.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    train.add_argument("--learning_rate", type=float, default=1e-4)
+    train.add_argument("--min_learning_rate", type=float, default=1e-5)
+    train.add_argument("--encoder_lr_mult", type=float, default=0.1, help="lr factor for names containing 'encoder'")
+    train.add_argument("--lr_warmup_steps", type=int, default=100)
+    train.add_argument("--adam_beta1", type=float, default=0.9)
+    train.add_argument("--adam_beta2", type=float, default=0.999)
+    train.add_argument("--adam_weight_decay", type=float, default=0.0)
+    train.add_argument("--max_grad_norm", type=float, default=1.0)
+    train.add_argument("--use_ema", action="store_true")
+    train.add_argument("--ema_decay", type=float, default=0.999)
+    train.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default="no")
+    train.add_argument("--l1_weight", type=float, default=0.1)
+    train.add_argument("--l2_weight", type=float, default=1.0)
+    train.add_argument("--distill_weight", type=float, default=0.0)
+    train.add_argument("--distill_model", default="google/siglip2-so400m-patch16-naflex")
+    train.add_argument("--gram_weight", type=float, default=0.0)
+    run = parser.add_argument_group("checkpoints and logging")
+    run.add_argument("--checkpointing_steps", type=int, default=500)
+    run.add_argument("--checkpoints_total_limit", type=int, default=None)
+    run.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint folder")
+    run.add_argument("--logging_steps", type=int, default=10)
+    run.add_argument("--report_to", default=None, help="extra tracker: tensorboard or wandb (optional)")
+    run.add_argument("--push_to_hub", action="store_true")
+    run.add_argument("--hub_model_id", default=None)
+    run.add_argument("--hub_token", default=None)
+    args = parser.parse_args(argv)
+    if not (args.use_dummy_data or args.dataset_name or args.train_data_dir):
+        parser.error("one of --dataset_name, --train_data_dir or --use_dummy_data is required")
+    if not (args.model_config or args.pretrained_model_name_or_path):
+        parser.error("one of --model_config or --pretrained_model_name_or_path is required")
+    return args
+
+
+def build_model(args: argparse.Namespace) -> BARVQModel:
+    if args.pretrained_model_name_or_path:
+        return BARVQModel.from_pretrained(args.pretrained_model_name_or_path)
+    config = json.loads(Path(args.model_config).read_text())
+    model = BARVQModel(**config)
+    if args.fsq_bias_init == "threshold":
+        with torch.no_grad():
+            model.quantize.in_proj.bias.fill_(-FSQ_SHIFT)
+    return model
+
+
+def build_dataloader(args: argparse.Namespace, model: BARVQModel):
+    size = model.config.sample_size if isinstance(model.config.sample_size, int) else model.config.sample_size[0]
+    channels = model.config.in_channels
+    load_size = args.resize_to or size
+    if args.use_dummy_data:
+        dataset = dummy_image_dataset(64, load_size + 4, channels)
+    else:
+        dataset = load_image_dataset(
+            args.dataset_name,
+            args.dataset_config_name,
+            args.train_data_dir,
+            streaming=args.streaming,
+            cache_dir=args.cache_dir,
+        )
+
+    def transform(examples):
+        return {"pixel_values": [image_to_tensor(img, load_size, channels) for img in examples[args.image_column]]}
+
+    if args.streaming:
+        dataset = dataset.shuffle(seed=args.seed, buffer_size=1000).map(transform, batched=True)
+        dataset = dataset.select_columns(["pixel_values"]).with_format("torch")
+        return torch.utils.data.DataLoader(dataset, batch_size=args.train_batch_size), size
+    dataset.set_transform(transform)
+    return (
+        torch.utils.data.DataLoader(
+            dataset,
+            batch_size=args.train_batch_size,
+            shuffle=True,
+            num_workers=args.dataloader_num_workers,
+            drop_last=True,
+            collate_fn=lambda rows: {"pixel_values": torch.stack([r["pixel_values"] for r in rows])},
+        ),
+        size,
+    )
+
+
+def build_extra_losses(args: argparse.Namespace, model: BARVQModel, device):
+    """Pretrained-network losses; raise with the name of the missing weights when they cannot be had."""
+    extra = {}
+    if args.distill_weight > 0:
+        if model.config.distill_projector_dim is None:
+            raise ValueError("`--distill_weight` > 0 needs a model config with `distill_projector_dim` set.")
+        try:
+            from transformers import Siglip2VisionModel
+
+            teacher = Siglip2VisionModel.from_pretrained(args.distill_model).to(device).eval().requires_grad_(False)
+        except OSError as error:
+            raise ValueError(
+                f"`--distill_weight` needs the pretrained SigLIP2 weights '{args.distill_model}', which could not be "
+                f"loaded (offline?): {error}"
+            ) from error
+        extra["distill"] = teacher
+    if args.gram_weight > 0:
+        try:
+            from torchvision.models import VGG16_Weights, vgg16
+
+            vgg = vgg16(weights=VGG16_Weights.IMAGENET1K_V1).features.to(device).eval().requires_grad_(False)
+        except Exception as error:  # ImportError (no torchvision) or a failed download
+            raise ValueError(
+                "`--gram_weight` needs torchvision's pretrained VGG16 weights (IMAGENET1K_V1), which could not be "
+                f"loaded (torchvision missing or offline?): {error}"
+            ) from error
+        extra["gram"] = vgg
+    return extra
+
+
+def gram_loss(vgg: torch.nn.Module, reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Σ over every module output of VGG16 `features` of mean((G_x̂ − G_x)²), G = F·Fᵀ/(C·H·W) (BAR_METHOD §2.6)."""
+    mean = torch.tensor([0.485, 0.456, 0.406], device=target.device)[None, :, None, None]
+    std = torch.tensor([0.229, 0.224, 0.225], device=target.device)[None, :, None, None]
+
+    def prepare(x):
+        x = (x + 1) / 2
+        x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+        return (F.interpolate(x, size=(224, 224), mode="bilinear", align_corners=False) - mean) / std
+
+    loss, a, b = 0.0, prepare(reconstruction), prepare(target)
+    for layer in vgg:
+        a, b = layer(a), layer(b)
+        c, h, w = a.shape[1:]
+        fa, fb = a.flatten(2), b.flatten(2)
+        ga = fa @ fa.transpose(1, 2) / (c * h * w)
+        gb = fb @ fb.transpose(1, 2) / (c * h * w)
+        loss = loss + (ga - gb).pow(2).mean()
+    return loss
+
+
+def compute_loss(args, model, images, extra):
+    logs = {}
+    if "distill" in extra:
+        unwrapped = model.module if hasattr(model, "module") else model
+        reconstruction, features, _ = unwrapped.forward_with_distillation(images)
+        with torch.no_grad():
+            pixel_values = unwrapped.patchify_images(images)
+            shapes = torch.tensor([unwrapped.grid_size], device=images.device).expand(images.shape[0], 2)
+            target = extra["distill"](pixel_values, torch.ones(pixel_values.shape[:2], device=images.device), shapes)
+        logs["distill"] = F.mse_loss(features.float(), target.last_hidden_state.float())
+    else:
+        reconstruction = model(images).sample
+    logs["l1"] = F.l1_loss(reconstruction.float(), images.float())
+    logs["l2"] = F.mse_loss(reconstruction.float(), images.float())
+    loss = args.l1_weight * logs["l1"] + args.l2_weight * logs["l2"]
+    if "distill" in logs:
+        loss = loss + args.distill_weight * logs["distill"]
+    if "gram" in extra:
+        logs["gram"] = gram_loss(extra["gram"], reconstruction.float(), images.float())
+        loss = loss + args.gram_weight * logs["gram"]
+    return loss, logs
+
+
+def main(args: argparse.Namespace) -> None:
+    output_dir = Path(args.output_dir)
+    trackers = [make_jsonl_tracker("train_bar_vq", output_dir / "logs")]
+    if args.report_to:
+        trackers.append(args.report_to)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=trackers,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
+    set_seed(args.seed)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    repo_id = None
+    if args.push_to_hub and accelerator.is_main_process:
+        from huggingface_hub import create_repo
+
+        repo_id = create_repo(args.hub_model_id or output_dir.name, exist_ok=True, token=args.hub_token).repo_id
+
+    model = build_model(args)
+    ema = None
+    if args.use_ema:
+        ema = EMAModel(
+            model.parameters(),
+            decay=args.ema_decay,
+            use_ema_warmup=False,
+            model_cls=BARVQModel,
+            model_config=model.config,
+        )
+    dataloader, crop = build_dataloader(args, model)
+    encoder_params = [p for n, p in model.named_parameters() if "encoder" in n]
+    other_params = [p for n, p in model.named_parameters() if "encoder" not in n]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": encoder_params, "lr": args.learning_rate * args.encoder_lr_mult},
+            {"params": other_params, "lr": args.learning_rate},
+        ],
+        betas=(args.adam_beta1, args.adam_beta2),
+        weight_decay=args.adam_weight_decay,
+    )
+    min_lrs = args.min_learning_rate
+    lr_scheduler = cosine_with_warmup(optimizer, args.lr_warmup_steps, args.max_train_steps, min_lrs)
+    extra = build_extra_losses(args, model, accelerator.device)
+    model, optimizer, dataloader, lr_scheduler = accelerator.prepare(model, optimizer, dataloader, lr_scheduler)
+    augmentation = AugmentationState(args.seed + 1 + accelerator.process_index)
+    accelerator.register_for_checkpointing(augmentation)
+    if ema is not None:
+        ema.to(accelerator.device)
+        accelerator.register_for_checkpointing(ema)
+    if accelerator.is_main_process:
+        accelerator.init_trackers("train_bar_vq", config={k: v for k, v in vars(args).items() if v is not None})
+
+    global_step, first_epoch, resume_batches = 0, 0, 0
+    checkpoint = resolve_resume_checkpoint(output_dir, args.resume_from_checkpoint)
+    steps_per_epoch = math.ceil(len(dataloader) / args.gradient_accumulation_steps) if not args.streaming else None
+    if checkpoint is not None:
+        accelerator.print(f"resuming from {checkpoint}")
+        accelerator.load_state(str(checkpoint))
+        global_step = checkpoint_step(checkpoint)
+        if steps_per_epoch:
+            first_epoch = global_step // steps_per_epoch
+            resume_batches = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
+
+    progress = tqdm(range(args.max_train_steps), initial=global_step, disable=not accelerator.is_local_main_process)
+    model.train()
+    epoch = first_epoch
+    while global_step < args.max_train_steps:
+        if hasattr(dataloader, "set_epoch"):
+            dataloader.set_epoch(epoch)
+        batches = dataloader
+        if epoch == first_epoch and resume_batches:
+            batches = accelerator.skip_first_batches(dataloader, resume_batches)
+        for batch in batches:
+            with accelerator.accumulate(model):
+                images = random_crop_flip(batch["pixel_values"], crop, args.random_flip, augmentation.generator)
+                images = images.to(accelerator.device)
+                loss, logs = compute_loss(args, model, images, extra)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and args.max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad()
+            if not accelerator.sync_gradients:
+                continue
+            if ema is not None:
+                ema.step(model.parameters())
+            global_step += 1
+            progress.update(1)
+            if global_step % args.logging_steps == 0:
+                values = {
+                    "loss": loss.item(),
+                    "lr": lr_scheduler.get_last_lr()[-1],
+                    **{k: v.item() for k, v in logs.items()},
+                }
+                accelerator.log(values, step=global_step)
+                progress.set_postfix(loss=f"{values['loss']:.4f}")
+            if global_step % args.checkpointing_steps == 0 and accelerator.is_main_process:
+                prune_checkpoints(output_dir, args.checkpoints_total_limit)
+                accelerator.save_state(str(output_dir / f"checkpoint-{global_step}"))
+                if os.environ.get("BAR_HF_SIGKILL_AT_STEP") == str(global_step):  # test hook: die uncleanly here
+                    os.kill(os.getpid(), signal.SIGKILL)
+            if global_step >= args.max_train_steps:
+                break
+        epoch += 1
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        final = accelerator.unwrap_model(model)
+        if ema is not None:
+            ema.copy_to(final.parameters())
+        final.save_pretrained(output_dir / "vqvae")
+        accelerator.print(f"saved {output_dir / 'vqvae'}")
+        if repo_id is not None:
+            from huggingface_hub import upload_folder
+
+            upload_folder(repo_id=repo_id, folder_path=output_dir / "vqvae", token=args.hub_token)
+    accelerator.end_training()
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main(parse_args())

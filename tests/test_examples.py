@@ -1,0 +1,198 @@
+"""The example training scripts run end to end on tiny generated data (CPU, offline)."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from bar_hf import BARPipeline, BARVQModel
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+
+VQ_CONFIG = dict(
+    sample_size=16,
+    patch_size=4,
+    num_bits=5,
+    encoder_hidden_size=16,
+    encoder_num_layers=1,
+    encoder_num_heads=2,
+    encoder_intermediate_size=24,
+    encoder_num_position_embeddings=16,
+    decoder_hidden_size=16,
+    decoder_num_layers=1,
+    decoder_num_heads=2,
+    decoder_intermediate_size=24,
+)
+BAR_CONFIG = dict(
+    hidden_size=16,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    latent_height=4,
+    latent_width=4,
+    num_bits=5,
+    num_classes=3,
+    num_class_tokens=2,
+    head_hidden_size=16,
+    head_num_layers=1,
+    head_fourier_size=8,
+)
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("examples")
+    rng = np.random.default_rng(0)
+    for label in ("cat", "dog", "fox"):
+        (root / "images" / label).mkdir(parents=True)
+        for i in range(6):
+            pixels = rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / "images" / label / f"{i}.png")
+    (root / "vq.json").write_text(json.dumps(VQ_CONFIG))
+    (root / "bar.json").write_text(json.dumps(BAR_CONFIG))
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained_vq(workdir):
+    train_vq = load_script("train_bar_vq")
+    out = workdir / "vq_run"
+    common = [
+        "--train_data_dir", str(workdir / "images"), "--model_config", str(workdir / "vq.json"),
+        "--output_dir", str(out), "--train_batch_size", "4", "--checkpointing_steps", "2", "--use_ema",
+        "--random_flip", "--random_crop", "--resize_to", "18", "--logging_steps", "1",
+    ]  # fmt: skip
+    train_vq.main(train_vq.parse_args(common + ["--max_train_steps", "2"]))
+    assert (out / "checkpoint-2").is_dir()
+    # resume from the latest checkpoint and continue to step 3
+    train_vq.main(train_vq.parse_args(common + ["--max_train_steps", "3", "--resume_from_checkpoint", "latest"]))
+    return out / "vqvae"
+
+
+def test_train_vq_saves_loadable_model(trained_vq, workdir):
+    vq = BARVQModel.from_pretrained(trained_vq)
+    assert vq.config.num_bits == 5 and vq.bit_budget == 80
+    logs = (workdir / "vq_run" / "logs" / "train_bar_vq" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in logs][-1] == 3
+
+
+def test_train_vq_missing_pretrained_weights_is_an_error(workdir, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    train_vq = load_script("train_bar_vq")
+    config = dict(VQ_CONFIG, distill_projector_dim=8, distill_layer_index=0)
+    (workdir / "vq_distill.json").write_text(json.dumps(config))
+    args = train_vq.parse_args(
+        ["--use_dummy_data", "--model_config", str(workdir / "vq_distill.json"), "--output_dir",
+         str(workdir / "vq_distill"), "--distill_weight", "0.7", "--max_train_steps", "1"]
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="siglip2-so400m"):
+        train_vq.main(args)
+
+
+@pytest.fixture(scope="module")
+def tokens(workdir, trained_vq):
+    pretokenize = load_script("pretokenize")
+    out = workdir / "tokens"
+    pretokenize.main(
+        pretokenize.parse_args(
+            [
+                "--vqvae_model_name_or_path",
+                str(trained_vq),
+                "--train_data_dir",
+                str(workdir / "images"),
+                "--output_dir",
+                str(out),
+                "--batch_size",
+                "5",
+                "--shard_size",
+                "7",
+            ]
+        )  # fmt: skip
+    )
+    return out
+
+
+def test_pretokenize_round_trip(tokens, trained_vq, workdir):
+    import datasets
+
+    from bar_hf.training_utils import image_to_tensor
+
+    pretokenize = load_script("pretokenize")
+    metadata = json.loads((tokens / "metadata.json").read_text())
+    assert metadata["num_images"] == 18 and metadata["label_names"] == ["cat", "dog", "fox"]
+    assert len(list((tokens / "shards").iterdir())) == 3
+    data = datasets.load_from_disk(str(tokens / "dataset"))
+    vq = BARVQModel.from_pretrained(trained_vq)
+    source = datasets.load_dataset("imagefolder", data_dir=str(workdir / "images"), split="train")
+    image = image_to_tensor(source[4]["image"], 16, 3)[None]
+    bits = pretokenize.unpack_bits(data[4]["tokens"], 16, 5)
+    flip = pretokenize.unpack_bits(data[4]["tokens_flip"], 16, 5)
+    assert np.array_equal(bits, vq.encode_to_bits(image)[0].numpy())
+    assert np.array_equal(flip, vq.encode_to_bits(image.flip(-1))[0].numpy())
+    assert data[4]["label"] == source[4]["label"]
+
+
+def run_train_bar(workdir, tokens, trained_vq, out, extra=(), env=None):
+    command = [
+        sys.executable, str(EXAMPLES / "train_bar.py"), "--pretokenized_dataset", str(tokens),
+        "--vqvae_model_name_or_path", str(trained_vq), "--model_config", str(workdir / "bar.json"),
+        "--output_dir", str(out), "--train_batch_size", "4", "--max_train_steps", "5", "--checkpointing_steps", "2",
+        "--logging_steps", "1", "--random_order_anneal_start", "1", "--random_order_anneal_end", "3",
+        "--num_inference_steps", "2", *extra,
+    ]  # fmt: skip
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
+
+
+def test_train_bar_exact_resume_after_sigkill(workdir, tokens, trained_vq):
+    reference = run_train_bar(workdir, tokens, trained_vq, workdir / "bar_ref")
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    killed = run_train_bar(workdir, tokens, trained_vq, workdir / "bar_killed", env={"BAR_HF_SIGKILL_AT_STEP": "4"})
+    assert killed.returncode == -9  # SIGKILL right after checkpoint-4 was written
+    assert not (workdir / "bar_killed" / "pipeline").exists()
+    resumed = run_train_bar(
+        workdir, tokens, trained_vq, workdir / "bar_killed", extra=["--resume_from_checkpoint", "latest"]
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a = load_file(workdir / "bar_ref" / "pipeline" / "transformer" / "model.safetensors")
+    b = load_file(workdir / "bar_killed" / "pipeline" / "transformer" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    pipe = BARPipeline.from_pretrained(workdir / "bar_ref" / "pipeline")
+    assert pipe.id2label == {0: "cat", 1: "dog", 2: "fox"}
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe(["dog"], generator=[torch.Generator().manual_seed(0)], output_type="np").images.shape == (1, 16, 16, 3)
+
+
+def test_train_bar_on_the_fly_with_two_processes(workdir, trained_vq):
+    out = workdir / "bar_ddp"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu", str(EXAMPLES / "train_bar.py"),
+        "--train_data_dir", str(workdir / "images"), "--random_flip", "--vqvae_model_name_or_path", str(trained_vq),
+        "--model_config", str(workdir / "bar.json"), "--output_dir", str(out), "--train_batch_size", "2",
+        "--max_train_steps", "2", "--checkpointing_steps", "2",
+    ]  # fmt: skip
+    result = subprocess.run(
+        command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "checkpoint-2").is_dir()
+    pipe = BARPipeline.from_pretrained(out / "pipeline")
+    assert pipe.transformer.config.num_classes == 3
