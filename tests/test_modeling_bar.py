@@ -340,3 +340,9 @@ def test_bad_inputs():
         model.compute_conditions(None, LABELS, cache=cache)
     with pytest.raises(ValueError, match="bit_states"):
         model.head_logits(torch.zeros(2, 4, dtype=torch.long), 1.0, torch.randn(2, 24))
+
+
+def test_rope_table_stays_float32_after_dtype_cast():
+    model = tiny_model().to(torch.bfloat16)
+    cos, _ = model.model.compute_rope_table()
+    assert model.model.rope_cos.dtype == torch.float32 and torch.equal(model.model.rope_cos, cos)

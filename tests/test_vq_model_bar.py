@@ -216,3 +216,9 @@ def test_official_sizes_on_meta_device():
     # one SigLIP2-so400m vision tower (27 layers, width 1152) without pooling head
     assert vq256.encoder.encoder.layers[0].mlp.fc1.weight.shape == (4304, 1152)
     assert len(vq256.encoder.encoder.layers) == 27
+
+
+def test_bf16_model_decodes():
+    vq = tiny_vq().to(torch.bfloat16)
+    bits = vq.encode_to_bits(images().to(torch.bfloat16))
+    assert vq.decode_bits(bits).sample.dtype == torch.bfloat16

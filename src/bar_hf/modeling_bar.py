@@ -500,6 +500,14 @@ class BARModel(BARPreTrainedModel):
         self.gradient_checkpointing = False
         self.post_init()
 
+    def _apply(self, fn, recurse=True):
+        # the RoPE table is always float32 (it is applied in float32): recompute it after `.to(dtype)` / `.half()`
+        super()._apply(fn, recurse)
+        if self.rope_cos.dtype != torch.float32:
+            cos, sin = self.compute_rope_table()
+            self.rope_cos, self.rope_sin = cos.to(self.rope_cos.device), sin.to(self.rope_sin.device)
+        return self
+
     def compute_rope_table(self) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.config
         return build_2d_rope_table(c.grid_height, c.grid_width, c.head_dim, c.prefix_length, c.rope_theta)
@@ -561,6 +569,7 @@ class BARModel(BARPreTrainedModel):
         cache: Cache | None = None,
         use_cache: bool | None = None,
         output_hidden_states: bool = False,
+        validate_inputs: bool = True,
     ) -> BARModelOutput:
         r"""
         Args:
@@ -573,12 +582,15 @@ class BARModel(BARPreTrainedModel):
                 generation order (a permutation of the AR grid cells per sample); raster when omitted.
             cache (`Cache`, *optional*): a transformers cache (e.g. `DynamicCache()`), updated in place.
             use_cache (`bool`, *optional*): create a `DynamicCache` when none is passed.
+            validate_inputs (`bool`, *optional*, defaults to `True`): check shapes and values (reading bit and label
+                ranges synchronizes with the GPU; samplers that build valid inputs themselves pass `False`).
         """
         c = self.config
         if use_cache and cache is None:
             cache = DynamicCache()
         past_length = cache.get_seq_length() if cache is not None else 0
-        self._validate(bits, class_labels, orders, past_length)
+        if validate_inputs:
+            self._validate(bits, class_labels, orders, past_length)
         batch = class_labels.shape[0]
         device = self.cls_token.device
         dtype = self.cls_token.dtype
@@ -632,8 +644,10 @@ class BARModel(BARPreTrainedModel):
         if output_hidden_states:
             all_hidden += (hidden,)
 
-        keep = (slots >= P - 1) & (slots <= P + N - 2)
-        conditions = self.latent_condition_proj(self.norm(hidden[:, keep]))
+        # slots P-1 .. P+N-2 predict tokens 0 .. N-1 (python ints: no device synchronization)
+        first, last = max(past_length, P - 1), min(past_length + length - 1, P + N - 2)
+        kept = hidden[:, first - past_length : last - past_length + 1]
+        conditions = self.latent_condition_proj(self.norm(kept))
         return BARModelOutput(
             conditions=conditions,
             last_hidden_state=hidden,
@@ -664,15 +678,30 @@ class BARForCausalImageModeling(BARPreTrainedModel):
         orders: torch.Tensor | None = None,
         cache: Cache | None = None,
         use_cache: bool | None = None,
+        validate_inputs: bool = True,
     ) -> BARModelOutput:
         """Backbone pass; see [`BARModel.forward`]."""
-        return self.model(bits=bits, class_labels=class_labels, orders=orders, cache=cache, use_cache=use_cache)
+        return self.model(
+            bits=bits,
+            class_labels=class_labels,
+            orders=orders,
+            cache=cache,
+            use_cache=use_cache,
+            validate_inputs=validate_inputs,
+        )
 
-    def head_logits(self, bit_states: torch.Tensor, mask_ratio: torch.Tensor | float, conditions: torch.Tensor):
+    def head_logits(
+        self,
+        bit_states: torch.Tensor,
+        mask_ratio: torch.Tensor | float,
+        conditions: torch.Tensor,
+        validate_inputs: bool = True,
+    ) -> torch.Tensor:
         """Bit logits `(tokens, k, 2)` for bit states in {0, 1, 2=mask}, the fraction still masked and conditions."""
         if not isinstance(mask_ratio, torch.Tensor):
             mask_ratio = torch.full((bit_states.shape[0],), float(mask_ratio), device=conditions.device)
-        check_bits(bit_states, "bit_states", allow_mask=True)
+        if validate_inputs:
+            check_bits(bit_states, "bit_states", allow_mask=True)
         return self.head(bit_states.to(conditions.device), mask_ratio.to(conditions.device, torch.float32), conditions)
 
     # -------------------------------------------------------------------------------------------- training

@@ -188,7 +188,7 @@ class BARPipeline(DiffusionPipeline):
         for t in self.scheduler.timesteps:
             ratio = torch.full((conditions.shape[0],), self.scheduler.mask_ratio(t), device=device)
             head_states = torch.cat([states, states]) if self.do_classifier_free_guidance else states
-            logits = self.transformer.head_logits(head_states, ratio, conditions).float()
+            logits = self.transformer.head_logits(head_states, ratio, conditions, validate_inputs=False).float()
             if self.do_classifier_free_guidance:
                 cond, uncond = logits.chunk(2)
                 logits = uncond + weight * (cond - uncond)
@@ -260,8 +260,7 @@ class BARPipeline(DiffusionPipeline):
             num_inference_steps=num_inference_steps,
             tokens_allocation=tokens_allocation,
             temperature=temperature,
-            device=device,
-        )
+        )  # step indices stay on the CPU: reading them never waits for the GPU
         num_steps = config.num_ar_steps
         self._num_timesteps = num_steps
 
@@ -289,9 +288,9 @@ class BARPipeline(DiffusionPipeline):
                     step_input = bits[:, -1:]
                     if self.do_classifier_free_guidance:
                         step_input = torch.cat([step_input, step_input])
-                    conditions = self.transformer.compute_conditions(step_input, class_ids, cache=cache).conditions[
-                        :, -1
-                    ]
+                    conditions = self.transformer.compute_conditions(
+                        step_input, class_ids, cache=cache, validate_inputs=False
+                    ).conditions[:, -1]
                 progress_bar.update()
 
         latent_bits = unpatchify_bits(bits, (config.latent_height, config.latent_width), config.patch_size)

@@ -86,11 +86,11 @@ class BARBitQuantizer(nn.Module):
 
     def project_in(self, features: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=features.device.type, enabled=False):
-            return self.in_proj(features.float())
+            return self.in_proj(features.to(self.in_proj.weight.dtype))
 
     def project_out(self, codes: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=codes.device.type, enabled=False):
-            return self.out_proj(codes.float())
+            return self.out_proj(codes.to(self.out_proj.weight.dtype))
 
 
 class BARDecoderAttention(nn.Module):
