@@ -68,6 +68,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="threshold",
         help="from-scratch models: start in_proj biases at the FSQ threshold (-3.8007) so bits can flip early",
     )
+    model.add_argument(
+        "--init_encoder_from",
+        default=None,
+        help="initialise the encoder from a SigLIP2 vision checkpoint (the authors: google/siglip2-so400m-patch16-naflex)",
+    )
+    model.add_argument(
+        "--freeze_encoder_embeddings", action="store_true", help="keep patch/position embeddings frozen (the authors)"
+    )
     train = parser.add_argument_group("training")
     train.add_argument("--output_dir", required=True)
     train.add_argument("--seed", type=int, default=0)
@@ -115,7 +123,26 @@ def build_model(args: argparse.Namespace) -> BARVQModel:
     if args.fsq_bias_init == "threshold":
         with torch.no_grad():
             model.quantize.in_proj.bias.fill_(-FSQ_SHIFT)
+    if args.init_encoder_from:
+        load_siglip2_encoder(model, args.init_encoder_from)
     return model
+
+
+def load_siglip2_encoder(model: BARVQModel, name_or_path: str) -> None:
+    """Copy a SigLIP2 (naflex) vision tower into `model.encoder` (same module names; the pooling head is dropped)."""
+    from transformers import Siglip2VisionModel
+
+    try:
+        siglip = Siglip2VisionModel.from_pretrained(name_or_path)
+    except OSError as error:
+        raise ValueError(f"`--init_encoder_from` could not load SigLIP2 weights '{name_or_path}': {error}") from error
+    state = {k: v for k, v in siglip.state_dict().items() if not k.startswith("head.")}
+    missing, unexpected = model.encoder.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"SigLIP2 checkpoint '{name_or_path}' does not match the encoder config: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}."
+        )
 
 
 def build_dataloader(args: argparse.Namespace, model: BARVQModel):
@@ -260,9 +287,12 @@ def main(args: argparse.Namespace) -> None:
             model_cls=BARVQModel,
             model_config=model.config,
         )
+    if args.freeze_encoder_embeddings:
+        model.encoder.embeddings.requires_grad_(False)
     dataloader, crop = build_dataloader(args, model)
-    encoder_params = [p for n, p in model.named_parameters() if "encoder" in n]
-    other_params = [p for n, p in model.named_parameters() if "encoder" not in n]
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    encoder_params = [p for n, p in trainable if "encoder" in n]
+    other_params = [p for n, p in trainable if "encoder" not in n]
     optimizer = torch.optim.AdamW(
         [
             {"params": encoder_params, "lr": args.learning_rate * args.encoder_lr_mult},

@@ -196,3 +196,36 @@ def test_train_bar_on_the_fly_with_two_processes(workdir, trained_vq):
     assert (out / "checkpoint-2").is_dir()
     pipe = BARPipeline.from_pretrained(out / "pipeline")
     assert pipe.transformer.config.num_classes == 3
+
+
+def test_train_vq_initialises_encoder_from_siglip2(workdir):
+    from transformers import Siglip2VisionConfig, Siglip2VisionModel
+
+    torch.manual_seed(0)
+    siglip = Siglip2VisionModel(
+        Siglip2VisionConfig(hidden_size=16, intermediate_size=24, num_hidden_layers=1, num_attention_heads=2,
+                            num_patches=16, patch_size=4, vision_use_head=True)
+    )  # fmt: skip
+    siglip.save_pretrained(workdir / "siglip")
+    train_vq = load_script("train_bar_vq")
+    out = workdir / "vq_siglip"
+    train_vq.main(
+        train_vq.parse_args(
+            [
+                "--use_dummy_data",
+                "--model_config",
+                str(workdir / "vq.json"),
+                "--output_dir",
+                str(out),
+                "--init_encoder_from",
+                str(workdir / "siglip"),
+                "--freeze_encoder_embeddings",
+                "--max_train_steps",
+                "0",
+            ]
+        )  # fmt: skip
+    )
+    vq = BARVQModel.from_pretrained(out / "vqvae")
+    reference = siglip.state_dict()
+    for key, value in vq.encoder.state_dict().items():
+        assert torch.equal(value, reference[key]), key
