@@ -108,6 +108,11 @@ def _point_client_at(monkeypatch: pytest.MonkeyPatch, url: str, cache_dir) -> No
     monkeypatch.setattr(constants, "ENDPOINT", url)
     monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
     monkeypatch.setattr(hf_api.api, "endpoint", url)
+    # transformers keeps one shared HfApi, created on first use with the endpoint of that moment (an earlier test
+    # may have created it): point it at the stand-in too
+    import transformers.utils.hub as transformers_hub
+
+    monkeypatch.setattr(transformers_hub, "_hf_api", None)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache_dir))
     monkeypatch.setenv("HF_TOKEN", "hf_stand_in_token")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")

@@ -246,3 +246,15 @@ def test_bad_inputs(pipe):
         )
     with pytest.raises(ValueError, match="id2label"):
         BARPipeline(**components, id2label={9: "nine"})
+
+
+def test_interrupt_returns_partial_tokens(pipe):
+    def stop(p, i, t, kwargs):
+        if i == 4:
+            p._interrupt = True
+        return kwargs
+
+    out = pipe([1], generator=gens(1), output_type="np", callback_on_step_end=stop).images
+    assert out.shape == (1, 5, 5)  # 5 AR tokens of k = 5 bits, no image
+    full = pipe([1], generator=gens(1), output_type="latent").images
+    assert torch.equal(out[0], full[0, :5])

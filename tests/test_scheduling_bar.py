@@ -171,3 +171,15 @@ def test_return_dict_false_and_add_noise():
     noised = scheduler.add_noise(bits, torch.tensor([0.0, 0.5, 1.0, 0.3]), generator=gen())
     assert (noised == 2).sum(-1).tolist() == [1, 4, 8, 2]
     assert torch.equal(noised[noised != 2], bits[noised != 2])
+
+
+def test_allocation_wins_and_config_stays_consistent():
+    scheduler = BARBitScheduler(bits_per_token=16, tokens_allocation=[2, 2, 5, 7])
+    assert scheduler.config.num_inference_steps == 4
+    three = BARBitScheduler(bits_per_token=16, tokens_allocation=[4, 6, 6])
+    assert three.config.num_inference_steps == 3 and three.tokens_allocation == [4, 6, 6]
+    derived = BARBitScheduler.from_config(three.config, tokens_allocation=None, num_inference_steps=2)
+    assert derived.tokens_allocation == [8, 8]
+    with pytest.raises(ValueError, match=r"mask_ratio.*\[0, 1\]"):
+        three.add_noise(torch.zeros(2, 16, dtype=torch.long), 1.5)
+    assert (three.add_noise(torch.zeros(2, 16, dtype=torch.long), 0.5) == 2).sum(-1).tolist() == [8, 8]

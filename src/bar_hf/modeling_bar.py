@@ -70,8 +70,9 @@ class BARCausalImageModelingOutput(ModelOutput):
 
     Args:
         loss (`torch.Tensor`, *optional*): the head's training loss (MBM: weighted bit cross-entropy, §4.2).
-        bit_logits (`torch.Tensor` of shape `(batch, N, k, 2)`, *optional*): head logits of the training step.
-        conditions (`torch.Tensor` of shape `(batch, N, head_hidden_size)`): latent conditions.
+        bit_logits (`torch.Tensor`, *optional*): head logits of the training step, `(batch, N, k, 2)` (`(batch, N,
+            2**k)` id logits for `head_type="linear"`), in generation order (see `orders`).
+        conditions (`torch.Tensor` of shape `(batch, N, head_hidden_size)`): latent conditions, in generation order.
         orders (`torch.Tensor` of shape `(batch, N)`): generation order used (raster unless random orders were used).
         cache (`Cache`, *optional*), hidden_states (`tuple`, *optional*): as in [`BARModelOutput`].
     """

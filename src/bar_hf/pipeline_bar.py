@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.utils import logging
 from transformers.cache_utils import DynamicCache
 
 from .bits import MASK_BIT, unpatchify_bits
@@ -18,6 +19,8 @@ from .scheduling_bar import BARSchedulerMixin
 from .vq_model_bar import BARVQModel
 
 __all__ = ["BARPipeline", "guidance_weight"]
+
+logger = logging.get_logger(__name__)
 
 _GUIDANCE_SCHEDULES = ("linear", "constant")
 
@@ -230,7 +233,9 @@ class BARPipeline(DiffusionPipeline):
                 un-patchified).
             return_dict (`bool`, *optional*, defaults to `True`): return an `ImagePipelineOutput`.
             callback_on_step_end (`Callable`, *optional*): `fn(pipe, i, t, callback_kwargs) -> dict`, called after
-                each AR step; may replace `bits` (the tokens generated so far, `(batch, i + 1, k)`).
+                each AR step; may replace `bits` (the tokens generated so far, `(batch, i + 1, k)`; only the newest
+                token is fed to the backbone, earlier edits change the decoded image, not the cached context). Setting
+                `pipe._interrupt = True` stops early and returns the AR tokens generated so far instead of images.
             callback_on_step_end_tensor_inputs (`list[str]`, *optional*): tensors passed to the callback, from
                 `["bits", "conditions"]`.
         """
@@ -249,8 +254,6 @@ class BARPipeline(DiffusionPipeline):
         guidance_schedule = guidance_schedule or self.config.guidance_schedule
         self.check_inputs(guidance_scale, generator, batch_size, output_type, callback_on_step_end_tensor_inputs)
         guidance_weight(guidance_scale, 0, 1, guidance_schedule)  # validates the schedule name
-        if isinstance(generator, (list, tuple)) and len(generator) == 1 and batch_size != 1:
-            raise ValueError(f"`generator` list has 1 entry but {batch_size} images are requested.")
 
         self._guidance_scale = float(guidance_scale)
         self._interrupt = False
@@ -293,6 +296,13 @@ class BARPipeline(DiffusionPipeline):
                     ).conditions[:, -1]
                 progress_bar.update()
 
+        if bits.shape[1] < num_steps:  # interrupted (`pipe._interrupt = True` in a callback): no full image exists
+            logger.warning(
+                f"generation was interrupted after {bits.shape[1]} of {num_steps} AR steps; returning the generated "
+                "AR tokens (batch, steps, k) in generation order instead of images."
+            )
+            self.maybe_free_model_hooks()
+            return (bits,) if not return_dict else ImagePipelineOutput(images=bits)
         latent_bits = unpatchify_bits(bits, (config.latent_height, config.latent_width), config.patch_size)
         if output_type == "latent":
             images = latent_bits

@@ -139,7 +139,9 @@ class BARBitScheduler(BARSchedulerMixin):
             length; `num_bits·p²` for patch size `p`).
         num_inference_steps (`int`, *optional*, defaults to 4): head steps `S` when no allocation is given.
         tokens_allocation (`list[int]`, *optional*): bits revealed per step, e.g. the authors' `[2, 2, 5, 7]`;
-            positive, non-decreasing, summing to `k`. Takes precedence over `num_inference_steps`.
+            positive, non-decreasing, summing to `k`. Takes precedence over `num_inference_steps` (which is then
+            stored as the allocation's length); to derive an allocation from a step count with `from_config`, pass
+            `tokens_allocation=None` too.
         temperature (`float`, *optional*, defaults to 1.0): base temperature `τ0` (`randomize_temperature`).
         allocation_rule (`str`, *optional*, defaults to `"uniform"`): how an allocation is derived from a step count
             (see [`derive_tokens_allocation`]).
@@ -158,6 +160,10 @@ class BARBitScheduler(BARSchedulerMixin):
     ):
         if isinstance(bits_per_token, bool) or not isinstance(bits_per_token, int) or bits_per_token < 1:
             raise ValueError(f"`bits_per_token` must be a positive int, got {bits_per_token!r}.")
+        if tokens_allocation is not None:
+            # the allocation wins over `num_inference_steps`; keep the stored config consistent with it
+            allocation = validate_tokens_allocation(list(tokens_allocation), bits_per_token)
+            self.register_to_config(num_inference_steps=len(allocation))
         self.set_timesteps()
 
     # ------------------------------------------------------------------------------------------------ schedule
@@ -283,6 +289,9 @@ class BARBitScheduler(BARSchedulerMixin):
         k = self.config.bits_per_token
         if original_samples.dim() != 2 or original_samples.shape[1] != k:
             raise ValueError(f"`original_samples` must have shape (batch, {k}), got {tuple(original_samples.shape)}.")
+        mask_ratio = torch.as_tensor(mask_ratio, dtype=torch.float32).expand(original_samples.shape[0])
+        if not ((mask_ratio >= 0) & (mask_ratio <= 1)).all():
+            raise ValueError(f"`mask_ratio` must be in [0, 1], got {mask_ratio.tolist()}.")
         ranks = _uniform(tuple(original_samples.shape), generator, original_samples.device).argsort(-1).argsort(-1)
         num_masked = torch.round(k * mask_ratio.to(original_samples.device)).clamp(min=1)
         return torch.where(ranks < num_masked[:, None], torch.full_like(original_samples, MASK_BIT), original_samples)

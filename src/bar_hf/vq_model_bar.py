@@ -28,7 +28,8 @@ __all__ = ["BARVQModel", "BARBitQuantizer", "BARVQEncoderOutput", "fsq_bound", "
 
 
 # Binary FSQ constants computed exactly as the authors' FSQ module does (float32 tensors, levels = 2, eps = 1e-3):
-# half_l = (L - 1) * (1 + eps) / 2, offset = 0.5, shift = atanh(offset / half_l) ≈ 3.800701.
+# half_l = (L - 1) * (1 + eps) / 2, offset = 0.5, shift = atanh(offset / half_l): 3.800685 in float32 (the authors'
+# tensors), 3.800701 in exact arithmetic.
 _FSQ_HALF_L = (torch.tensor([2], dtype=torch.int32) - 1) * (1 + 1e-3) / 2
 _FSQ_OFFSET = torch.tensor([0.5], dtype=torch.float32)
 _FSQ_SHIFT = (_FSQ_OFFSET / _FSQ_HALF_L).atanh()
@@ -64,7 +65,7 @@ class BARVQEncoderOutput(BaseOutput):
 class BARBitQuantizer(nn.Module):
     """Binary FSQ (BAR_METHOD §2.3): `in_proj` to `num_bits` channels, one bit per channel, `out_proj` back.
 
-    Runs in float32 with autocast disabled. The decision threshold is `u >= -3.8007` (not 0), the standard FSQ offset
+    Runs in float32 with autocast disabled. The decision threshold is `u >= -FSQ_SHIFT` (-3.800685 in float32, not 0), the standard FSQ offset
     for an even number of levels. Gradients pass straight through the rounding.
     """
 
