@@ -217,11 +217,11 @@ def authors_tokenizer_shapes(
             "encoder.siglip.head.mlp.fc1.bias": (E_mlp,),
             "encoder.siglip.head.mlp.fc2.weight": (E, E_mlp),
             "encoder.siglip.head.mlp.fc2.bias": (E,),
-            "decoder.clip_projector.0.weight": (2 * Dd, Dd),
-            "decoder.clip_projector.0.bias": (2 * Dd,),
-            "decoder.clip_projector.2.weight": (2 * Dd, 2 * Dd),
-            "decoder.clip_projector.2.bias": (2 * Dd,),
-            "decoder.clip_projector.4.weight": (E, 2 * Dd),
+            "decoder.clip_projector.0.weight": (2048, Dd),
+            "decoder.clip_projector.0.bias": (2048,),
+            "decoder.clip_projector.2.weight": (2048, 2048),
+            "decoder.clip_projector.2.bias": (2048,),
+            "decoder.clip_projector.4.weight": (E, 2048),
             "decoder.clip_projector.4.bias": (E,),
         }
     return s

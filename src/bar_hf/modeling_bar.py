@@ -99,7 +99,7 @@ class BARRMSNorm(nn.Module):
         hidden_states = hidden_states.to(torch.float32)
         variance = hidden_states.pow(2).mean(-1, keepdim=True)
         hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)
-        return self.weight * hidden_states.to(input_dtype)
+        return (hidden_states * self.weight).to(input_dtype)  # weight applied in float32, then cast (the authors')
 
 
 def adaln_modulation(width: int, chunks: int) -> nn.Sequential:
@@ -124,8 +124,9 @@ def build_2d_rope_table(
     """
     axis_dim = head_dim // 2
     inv_freq = 1.0 / (theta ** (torch.arange(0, axis_dim, 2)[: axis_dim // 2].float() / axis_dim))
-    rows = torch.arange(grid_height, dtype=torch.float32)[:, None] * inv_freq[None, :]
-    cols = torch.arange(grid_width, dtype=torch.float32)[:, None] * inv_freq[None, :]
+    # positions as the authors' EVA-style table computes them: arange(n) / n * n in float32
+    rows = (torch.arange(grid_height).float() / grid_height * grid_height)[:, None] * inv_freq[None, :]
+    cols = (torch.arange(grid_width).float() / grid_width * grid_width)[:, None] * inv_freq[None, :]
     rows = rows.repeat_interleave(2, dim=-1)  # (H, axis_dim)
     cols = cols.repeat_interleave(2, dim=-1)  # (W, axis_dim)
     freqs = torch.cat(

@@ -165,12 +165,12 @@ class BARPixelDecoder(nn.Module):
         self.ffn = nn.Sequential(nn.Conv2d(width, patch_size * patch_size * out_channels, 1))
         self.conv_out = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         if distill_projector_dim is not None:
-            self.clip_projector = nn.Sequential(
-                nn.Linear(width, 2 * width),
+            self.clip_projector = nn.Sequential(  # hidden width fixed at 2048 as in the authors' decoder
+                nn.Linear(width, 2048),
                 nn.SiLU(),
-                nn.Linear(2 * width, 2 * width),
+                nn.Linear(2048, 2048),
                 nn.SiLU(),
-                nn.Linear(2 * width, distill_projector_dim),
+                nn.Linear(2048, distill_projector_dim),
             )
 
     def forward(
