@@ -13,7 +13,6 @@ Example (the numbers in docs/guides/evaluation.md; ~12 minutes on one CPU thread
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import time
 from pathlib import Path
@@ -23,20 +22,8 @@ import torch
 from PIL import Image, ImageFilter
 
 from bar_hf import evaluation as ev
-
-FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
-CLASS_NAMES = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-]
+from bar_hf.training_utils import FASHION_MNIST_CLASSES as CLASS_NAMES
+from bar_hf.training_utils import FASHION_MNIST_DIR, read_fashion_mnist
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,22 +46,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """Read a gzipped IDX file (big-endian header: magic with the number of dimensions, then the sizes)."""
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
-def load_split(data_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """(images (N, 28, 28) uint8, labels (N,) uint8) of the 'train' or 't10k' split."""
-    images = read_idx(data_dir / f"{split}-images-idx3-ubyte.gz")
-    labels = read_idx(data_dir / f"{split}-labels-idx1-ubyte.gz")
-    return images, labels
-
-
 def blur(images: np.ndarray, radius: float) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(x).filter(ImageFilter.GaussianBlur(radius))) for x in images])
 
@@ -89,8 +60,8 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
     data_dir = Path(args.data_dir)
-    train_x, _ = load_split(data_dir, "train")
-    test_x, test_y = load_split(data_dir, "t10k")
+    train_x, _ = read_fashion_mnist("train", data_dir)
+    test_x, test_y = read_fashion_mnist("test", data_dir)
     n = args.num_samples
 
     train = train_x[rng.choice(len(train_x), n, replace=False)]
