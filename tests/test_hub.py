@@ -13,49 +13,15 @@ import torch
 from diffusers import DiffusionPipeline
 from hub_server import HubStandIn
 from huggingface_hub import ModelCard, constants, hf_api
+from test_pipeline_bar import get_dummy_components
 
-from bar_hf import BARBitScheduler, BARConfig, BARForCausalImageModeling, BARPipeline, BARVQModel
+from bar_hf import BARBitScheduler, BARForCausalImageModeling, BARPipeline, BARVQModel
 from bar_hf.hub_utils import BAR_CARD_TAGS, bar_model_card, push_pipeline_to_hub, write_remote_code_shims
 
 
 def make_tiny_pipeline() -> BARPipeline:
-    torch.manual_seed(0)
-    vqvae = BARVQModel(
-        sample_size=24,
-        patch_size=4,
-        num_bits=5,
-        encoder_hidden_size=24,
-        encoder_num_layers=1,
-        encoder_num_heads=3,
-        encoder_intermediate_size=37,
-        encoder_num_position_embeddings=16,
-        decoder_hidden_size=20,
-        decoder_num_layers=1,
-        decoder_num_heads=2,
-        decoder_intermediate_size=33,
-    ).eval()
-    config = BARConfig(
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        latent_height=6,
-        latent_width=6,
-        num_bits=5,
-        num_classes=7,
-        num_class_tokens=3,
-        head_hidden_size=24,
-        head_num_layers=1,
-        head_fourier_size=8,
-    )
-    transformer = BARForCausalImageModeling(config).eval()
-    with torch.no_grad():  # AdaLN-zero: wake the gates so that the weights (and so a wrong download) matter
-        for name, param in transformer.named_parameters():
-            if "adaLN_modulation" in name:
-                param.normal_(0, 0.3)
-        transformer.model.class_embed.weight.normal_(0, 1.0)
-        transformer.head.output_embed.weight.normal_(0, 0.3)
-    scheduler = BARBitScheduler(bits_per_token=5, num_inference_steps=2)
-    pipe = BARPipeline(vqvae, transformer, scheduler, id2label={0: "zero", 1: "one"}, guidance_scale=2.0)
+    # the tiny components of the pipeline tests (AdaLN gates woken up so that a wrong download would show)
+    pipe = BARPipeline(**get_dummy_components(), id2label={0: "zero", 1: "one"}, guidance_scale=2.0)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
