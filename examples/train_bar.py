@@ -17,29 +17,26 @@ import argparse
 import json
 import logging
 import math
-import os
-import signal
 from pathlib import Path
 
 import datasets
 import numpy as np
 import torch
-from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from tqdm.auto import tqdm
 
 from bar_hf import BARBitScheduler, BARConfig, BARForCausalImageModeling, BARPipeline, BARVQModel
 from bar_hf.modeling_bar import order_annealing_ratio, weight_decay_parameter_groups
 from bar_hf.training_utils import (
     AugmentationState,
-    checkpoint_step,
     cosine_with_warmup,
+    create_accelerator,
     dummy_image_dataset,
+    epoch_batches,
     image_to_tensor,
     load_image_dataset,
-    make_jsonl_tracker,
-    prune_checkpoints,
-    resolve_resume_checkpoint,
+    resume_training_state,
+    save_training_checkpoint,
+    upload_to_hub,
 )
 
 logger = logging.getLogger(__name__)
@@ -221,27 +218,7 @@ def validate(vq, model, names, args, step: int, output_dir: Path, accelerator) -
 
 
 def main(args: argparse.Namespace) -> None:
-    output_dir = Path(args.output_dir)
-    trackers = [make_jsonl_tracker("train_bar", output_dir / "logs")]
-    if args.report_to:
-        trackers.append(args.report_to)
-    accelerator = Accelerator(
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
-        log_with=trackers,
-        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-    )
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
-    set_seed(args.seed)
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    repo_id = None
-    if args.push_to_hub and accelerator.is_main_process:
-        from huggingface_hub import create_repo
-
-        repo_id = create_repo(args.hub_model_id or output_dir.name, exist_ok=True, token=args.hub_token).repo_id
-
+    accelerator, output_dir, repo_id = create_accelerator(args, "train_bar")
     vq = BARVQModel.from_pretrained(args.vqvae_model_name_or_path).eval().requires_grad_(False).to(accelerator.device)
     model = build_model(args)
     if (vq.config.num_bits, tuple(vq.grid_size)) != (
@@ -267,26 +244,17 @@ def main(args: argparse.Namespace) -> None:
     if accelerator.is_main_process:
         accelerator.init_trackers("train_bar", config={k: v for k, v in vars(args).items() if v is not None})
 
-    global_step, first_epoch, resume_batches = 0, 0, 0
     steps_per_epoch = math.ceil(len(dataloader) / args.gradient_accumulation_steps)
-    checkpoint = resolve_resume_checkpoint(output_dir, args.resume_from_checkpoint)
-    if checkpoint is not None:
-        accelerator.print(f"resuming from {checkpoint}")
-        accelerator.load_state(str(checkpoint))
-        global_step = checkpoint_step(checkpoint)
-        first_epoch = global_step // steps_per_epoch
-        resume_batches = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
+    global_step, first_epoch, resume_batches = resume_training_state(
+        accelerator, output_dir, args.resume_from_checkpoint, steps_per_epoch, args.gradient_accumulation_steps
+    )
 
     unwrapped = accelerator.unwrap_model(model)
     progress = tqdm(range(args.max_train_steps), initial=global_step, disable=not accelerator.is_local_main_process)
     model.train()
     epoch = first_epoch
     while global_step < args.max_train_steps:
-        dataloader.set_epoch(epoch)
-        batches = dataloader
-        if epoch == first_epoch and resume_batches:
-            batches = accelerator.skip_first_batches(dataloader, resume_batches)
-        for batch in batches:
+        for batch in epoch_batches(accelerator, dataloader, epoch, first_epoch, resume_batches):
             with accelerator.accumulate(model):
                 bits = batch_bits(batch, vq, args, augmentation.generator, accelerator.device)
                 ratio = 0.0
@@ -310,27 +278,20 @@ def main(args: argparse.Namespace) -> None:
                 values = {"loss": loss.item(), "lr": lr_scheduler.get_last_lr()[0], "random_order_ratio": ratio}
                 accelerator.log(values, step=global_step)
                 progress.set_postfix(loss=f"{values['loss']:.4f}")
-            if global_step % args.checkpointing_steps == 0 and accelerator.is_main_process:
-                prune_checkpoints(output_dir, args.checkpoints_total_limit)
-                accelerator.save_state(str(output_dir / f"checkpoint-{global_step}"))
-                if os.environ.get("BAR_HF_SIGKILL_AT_STEP") == str(global_step):  # test hook: die uncleanly here
-                    os.kill(os.getpid(), signal.SIGKILL)
+            if global_step % args.checkpointing_steps == 0:
+                save_training_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
             if args.validation_steps and global_step % args.validation_steps == 0 and accelerator.is_main_process:
                 validate(vq, unwrapped, names, args, global_step, output_dir, accelerator)
             if global_step >= args.max_train_steps:
                 break
         epoch += 1
-        resume_batches = 0
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         pipe = make_pipeline(vq, unwrapped.eval(), names, args)
         pipe.save_pretrained(output_dir / "pipeline")
         accelerator.print(f"saved the pipeline to {output_dir / 'pipeline'}")
-        if repo_id is not None:
-            from huggingface_hub import upload_folder
-
-            upload_folder(repo_id=repo_id, folder_path=output_dir / "pipeline", token=args.hub_token)
+        upload_to_hub(repo_id, output_dir / "pipeline", args.hub_token)
     accelerator.end_training()
 
 

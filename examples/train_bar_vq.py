@@ -17,28 +17,26 @@ import json
 import logging
 import math
 import os
-import signal
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from bar_hf import BARVQModel
 from bar_hf.training_utils import (
     AugmentationState,
-    checkpoint_step,
     cosine_with_warmup,
+    create_accelerator,
     dummy_image_dataset,
+    epoch_batches,
     image_to_tensor,
     load_image_dataset,
-    make_jsonl_tracker,
-    prune_checkpoints,
     random_crop_flip,
-    resolve_resume_checkpoint,
+    resume_training_state,
+    save_training_checkpoint,
+    upload_to_hub,
 )
 from bar_hf.vq_model_bar import FSQ_SHIFT
 
@@ -256,27 +254,7 @@ def compute_loss(args, model, images, extra):
 
 
 def main(args: argparse.Namespace) -> None:
-    output_dir = Path(args.output_dir)
-    trackers = [make_jsonl_tracker("train_bar_vq", output_dir / "logs")]
-    if args.report_to:
-        trackers.append(args.report_to)
-    accelerator = Accelerator(
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
-        log_with=trackers,
-        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-    )
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
-    set_seed(args.seed)
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    repo_id = None
-    if args.push_to_hub and accelerator.is_main_process:
-        from huggingface_hub import create_repo
-
-        repo_id = create_repo(args.hub_model_id or output_dir.name, exist_ok=True, token=args.hub_token).repo_id
-
+    accelerator, output_dir, repo_id = create_accelerator(args, "train_bar_vq")
     model = build_model(args)
     ema = None
     if args.use_ema:
@@ -313,27 +291,16 @@ def main(args: argparse.Namespace) -> None:
     if accelerator.is_main_process:
         accelerator.init_trackers("train_bar_vq", config={k: v for k, v in vars(args).items() if v is not None})
 
-    global_step, first_epoch, resume_batches = 0, 0, 0
-    checkpoint = resolve_resume_checkpoint(output_dir, args.resume_from_checkpoint)
     steps_per_epoch = math.ceil(len(dataloader) / args.gradient_accumulation_steps) if not args.streaming else None
-    if checkpoint is not None:
-        accelerator.print(f"resuming from {checkpoint}")
-        accelerator.load_state(str(checkpoint))
-        global_step = checkpoint_step(checkpoint)
-        if steps_per_epoch:
-            first_epoch = global_step // steps_per_epoch
-            resume_batches = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
+    global_step, first_epoch, resume_batches = resume_training_state(
+        accelerator, output_dir, args.resume_from_checkpoint, steps_per_epoch, args.gradient_accumulation_steps
+    )
 
     progress = tqdm(range(args.max_train_steps), initial=global_step, disable=not accelerator.is_local_main_process)
     model.train()
     epoch = first_epoch
     while global_step < args.max_train_steps:
-        if hasattr(dataloader, "set_epoch"):
-            dataloader.set_epoch(epoch)
-        batches = dataloader
-        if epoch == first_epoch and resume_batches:
-            batches = accelerator.skip_first_batches(dataloader, resume_batches)
-        for batch in batches:
+        for batch in epoch_batches(accelerator, dataloader, epoch, first_epoch, resume_batches):
             with accelerator.accumulate(model):
                 images = random_crop_flip(batch["pixel_values"], crop, args.random_flip, augmentation.generator)
                 images = images.to(accelerator.device)
@@ -358,11 +325,8 @@ def main(args: argparse.Namespace) -> None:
                 }
                 accelerator.log(values, step=global_step)
                 progress.set_postfix(loss=f"{values['loss']:.4f}")
-            if global_step % args.checkpointing_steps == 0 and accelerator.is_main_process:
-                prune_checkpoints(output_dir, args.checkpoints_total_limit)
-                accelerator.save_state(str(output_dir / f"checkpoint-{global_step}"))
-                if os.environ.get("BAR_HF_SIGKILL_AT_STEP") == str(global_step):  # test hook: die uncleanly here
-                    os.kill(os.getpid(), signal.SIGKILL)
+            if global_step % args.checkpointing_steps == 0:
+                save_training_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
             if global_step >= args.max_train_steps:
                 break
         epoch += 1
@@ -374,10 +338,7 @@ def main(args: argparse.Namespace) -> None:
             ema.copy_to(final.parameters())
         final.save_pretrained(output_dir / "vqvae")
         accelerator.print(f"saved {output_dir / 'vqvae'}")
-        if repo_id is not None:
-            from huggingface_hub import upload_folder
-
-            upload_folder(repo_id=repo_id, folder_path=output_dir / "vqvae", token=args.hub_token)
+        upload_to_hub(repo_id, output_dir / "vqvae", args.hub_token)
     accelerator.end_training()
 
 

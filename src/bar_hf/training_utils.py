@@ -281,3 +281,81 @@ def checkpoint_step(path: Path) -> int:
     if match is None:
         raise ValueError(f"checkpoint folder names must look like 'checkpoint-<step>', got {path.name!r}.")
     return int(match.group(1))
+
+
+# ---------------------------------------------------------------------------------------------------- script plumbing
+def create_accelerator(args, run_name: str):
+    """The training scripts' `Accelerator`: JSON-lines tracker (+ `--report_to`), seedable sampler (exact resume),
+    logging, `set_seed`, the output folder and, with `--push_to_hub`, the Hub repo.
+
+    Returns `(accelerator, output_dir, repo_id)` (`repo_id` is None unless pushing, on the main process).
+    """
+    import logging
+
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+
+    output_dir = Path(args.output_dir)
+    trackers = [make_jsonl_tracker(run_name, output_dir / "logs")]
+    if args.report_to:
+        trackers.append(args.report_to)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=trackers,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
+    set_seed(args.seed)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    repo_id = None
+    if args.push_to_hub and accelerator.is_main_process:
+        from huggingface_hub import create_repo
+
+        repo_id = create_repo(args.hub_model_id or output_dir.name, exist_ok=True, token=args.hub_token).repo_id
+    return accelerator, output_dir, repo_id
+
+
+def resume_training_state(
+    accelerator, output_dir: Path, resume: str | None, steps_per_epoch: int | None, accumulation: int
+):
+    """Load `--resume_from_checkpoint` (if any) and return `(global_step, first_epoch, batches_to_skip)`."""
+    checkpoint = resolve_resume_checkpoint(output_dir, resume)
+    if checkpoint is None:
+        return 0, 0, 0
+    accelerator.print(f"resuming from {checkpoint}")
+    accelerator.load_state(str(checkpoint))
+    global_step = checkpoint_step(checkpoint)
+    if not steps_per_epoch:  # streaming data: no epoch arithmetic
+        return global_step, 0, 0
+    return global_step, global_step // steps_per_epoch, (global_step % steps_per_epoch) * accumulation
+
+
+def epoch_batches(accelerator, dataloader, epoch: int, first_epoch: int, batches_to_skip: int):
+    """The dataloader of `epoch` (reshuffled by its seed), skipping what a resumed run already consumed."""
+    if hasattr(dataloader, "set_epoch"):
+        dataloader.set_epoch(epoch)
+    if epoch == first_epoch and batches_to_skip:
+        return accelerator.skip_first_batches(dataloader, batches_to_skip)
+    return dataloader
+
+
+def save_training_checkpoint(accelerator, output_dir: Path, global_step: int, total_limit: int | None) -> None:
+    """`save_state` to `checkpoint-<step>` after pruning old ones (main process only)."""
+    if not accelerator.is_main_process:
+        return
+    prune_checkpoints(output_dir, total_limit)
+    accelerator.save_state(str(output_dir / f"checkpoint-{global_step}"))
+    if os.environ.get("BAR_HF_SIGKILL_AT_STEP") == str(global_step):  # test hook: die uncleanly right here
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def upload_to_hub(repo_id: str | None, folder: Path, token: str | None) -> None:
+    if repo_id is not None:
+        from huggingface_hub import upload_folder
+
+        upload_folder(repo_id=repo_id, folder_path=folder, token=token)
