@@ -51,7 +51,7 @@ def sync(device: str) -> None:
 
 
 def throughput(pipe: BARPipeline, batch_size: int, num_batches: int, warmup: int, device: str) -> dict:
-    labels = [i % 1000 for i in range(batch_size)]
+    labels = [i % pipe.transformer.config.num_classes for i in range(batch_size)]
     generator = torch.Generator(device=device).manual_seed(0)
     for _ in range(warmup):
         pipe(labels, generator=generator, output_type="pt")
@@ -97,7 +97,8 @@ def kv_cache_parity(preset: str, device: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--presets", nargs="+", default=["bar-b-4", "bar-b-2", "bar-b", "bar-l"])
+    parser.add_argument("--presets", nargs="*", default=["bar-b-4", "bar-b-2", "bar-b", "bar-l"])
+    parser.add_argument("--model", default=None, help="also time a saved pipeline (folder, Hub id or 'bundled')")
     parser.add_argument("--batch-size", type=int, default=125)
     parser.add_argument("--num-batches", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=1)
@@ -119,6 +120,21 @@ def main() -> None:
     if args.parity_preset:
         report["kv_cache_parity_fp32"] = {args.parity_preset: kv_cache_parity(args.parity_preset, args.device)}
         print(json.dumps(report["kv_cache_parity_fp32"]), flush=True)
+    if args.model:
+        from bar_hf import bundled_model_path
+
+        path = bundled_model_path() if args.model == "bundled" else args.model
+        pipe = BARPipeline.from_pretrained(path).to(device=args.device, dtype=dtype)
+        pipe.set_progress_bar_config(disable=True)
+        result = throughput(pipe, args.batch_size, args.num_batches, args.warmup, args.device)
+        result.update(
+            guidance_scale=pipe.config.guidance_scale,
+            temperature=pipe.scheduler.config.temperature,
+            num_inference_steps=pipe.scheduler.config.num_inference_steps,
+            threads=torch.get_num_threads(),
+        )
+        report["results"][args.model] = result
+        print(args.model, json.dumps(result), flush=True)
     for preset in args.presets:
         pipe = build_pipeline(preset, args.device, dtype)
         result = throughput(pipe, args.batch_size, args.num_batches, args.warmup, args.device)
