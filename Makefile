@@ -10,7 +10,6 @@ export HF_DATASETS_OFFLINE ?= 1
 
 $(STAMP): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 	# torch first, pinned: on this kind of machine 2.13.0 is a local CPU wheel (a bare `torch` pulls a CUDA build)
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[train,dev]"
