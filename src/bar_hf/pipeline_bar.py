@@ -272,23 +272,26 @@ class BARPipeline(DiffusionPipeline):
             class_ids = torch.cat([class_ids, torch.full_like(class_ids, config.null_class_id)])
         cache = DynamicCache()
         conditions = self.transformer.compute_conditions(None, class_ids, cache=cache).conditions[:, -1]
-        bits = torch.empty(batch_size, 0, config.bits_per_step, dtype=torch.long, device=device)
+        # generated tokens are written into one preallocated buffer (no quadratic re-concatenation)
+        bits = torch.empty(batch_size, num_steps, config.bits_per_step, dtype=torch.long, device=device)
+        generated = 0
 
         with self.progress_bar(total=num_steps) as progress_bar:
             for i in range(num_steps):
                 if self.interrupt:
                     break
                 weight = guidance_weight(self._guidance_scale, i, num_steps, guidance_schedule)
-                token = self._sample_token(conditions, weight, batch_size, generator)
-                bits = torch.cat([bits, token[:, None]], dim=1)
+                bits[:, i] = self._sample_token(conditions, weight, batch_size, generator)
+                generated = i + 1
                 if callback_on_step_end is not None:
-                    callback_kwargs = {}
-                    for name in callback_on_step_end_tensor_inputs:
-                        callback_kwargs[name] = locals()[name]
+                    available = {"bits": bits[:, :generated], "conditions": conditions}
+                    callback_kwargs = {name: available[name] for name in callback_on_step_end_tensor_inputs}
                     callback_outputs = callback_on_step_end(self, i, i, callback_kwargs)
-                    bits = callback_outputs.pop("bits", bits)
+                    replaced = callback_outputs.pop("bits", None)
+                    if replaced is not None and replaced is not available["bits"]:
+                        bits[:, :generated] = replaced
                 if i < num_steps - 1:
-                    step_input = bits[:, -1:]
+                    step_input = bits[:, i : i + 1]
                     if self.do_classifier_free_guidance:
                         step_input = torch.cat([step_input, step_input])
                     conditions = self.transformer.compute_conditions(
@@ -296,13 +299,14 @@ class BARPipeline(DiffusionPipeline):
                     ).conditions[:, -1]
                 progress_bar.update()
 
-        if bits.shape[1] < num_steps:  # interrupted (`pipe._interrupt = True` in a callback): no full image exists
+        if generated < num_steps:  # interrupted (`pipe._interrupt = True` in a callback): no full image exists
             logger.warning(
-                f"generation was interrupted after {bits.shape[1]} of {num_steps} AR steps; returning the generated "
+                f"generation was interrupted after {generated} of {num_steps} AR steps; returning the generated "
                 "AR tokens (batch, steps, k) in generation order instead of images."
             )
             self.maybe_free_model_hooks()
-            return (bits,) if not return_dict else ImagePipelineOutput(images=bits)
+            partial = bits[:, :generated]
+            return (partial,) if not return_dict else ImagePipelineOutput(images=partial)
         latent_bits = unpatchify_bits(bits, (config.latent_height, config.latent_width), config.patch_size)
         if output_type == "latent":
             images = latent_bits
