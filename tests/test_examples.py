@@ -314,3 +314,29 @@ def test_evaluate_bar_report(tiny_pipeline, workdir, tmp_path):
     assert report["num_generated"] == 4
     assert report["metrics"]["fid"] > 0 and "feature_source" in report["metrics"]
     assert (tmp_path / "report.json").exists() and (tmp_path / "ref.npz").exists()
+
+
+def test_train_vq_streaming_dataset(workdir):
+    train_vq = load_script("train_bar_vq")
+    out = workdir / "vq_stream"
+    train_vq.main(
+        train_vq.parse_args(
+            [
+                "--train_data_dir",
+                str(workdir / "images"),
+                "--streaming",
+                "--model_config",
+                str(workdir / "vq.json"),
+                "--output_dir",
+                str(out),
+                "--train_batch_size",
+                "4",
+                "--max_train_steps",
+                "6",
+                "--checkpointing_steps",
+                "3",
+            ]
+        )  # fmt: skip
+    )
+    assert (out / "checkpoint-6").is_dir()  # 18 images / batch 4: the stream is re-iterated across epochs
+    assert BARVQModel.from_pretrained(out / "vqvae").config.num_bits == 5
