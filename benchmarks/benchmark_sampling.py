@@ -50,21 +50,24 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def throughput(pipe: BARPipeline, batch_size: int, num_batches: int, warmup: int, device: str) -> dict:
+def throughput(
+    pipe: BARPipeline, batch_size: int, num_batches: int, warmup: int, device: str, cache: str = "dynamic"
+) -> dict:
     labels = [i % pipe.transformer.config.num_classes for i in range(batch_size)]
     generator = torch.Generator(device=device).manual_seed(0)
     for _ in range(warmup):
-        pipe(labels, generator=generator, output_type="pt")
+        pipe(labels, generator=generator, output_type="pt", cache_implementation=cache)
     sync(device)
     start = time.perf_counter()
     for _ in range(num_batches):
-        pipe(labels, generator=generator, output_type="pt")
+        pipe(labels, generator=generator, output_type="pt", cache_implementation=cache)
     sync(device)
     elapsed = time.perf_counter() - start
     return {
         "images": batch_size * num_batches,
         "seconds": round(elapsed, 3),
         "images_per_second": round(batch_size * num_batches / elapsed, 2),
+        "cache_implementation": cache,
     }
 
 
@@ -105,6 +108,7 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="bfloat16")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--parity-preset", default="bar-b", help="'' to skip the full-size KV-cache check")
+    parser.add_argument("--caches", nargs="+", default=["dynamic", "static"], help="KV cache implementations to time")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -126,21 +130,23 @@ def main() -> None:
         path = bundled_model_path() if args.model == "bundled" else args.model
         pipe = BARPipeline.from_pretrained(path).to(device=args.device, dtype=dtype)
         pipe.set_progress_bar_config(disable=True)
-        result = throughput(pipe, args.batch_size, args.num_batches, args.warmup, args.device)
-        result.update(
-            guidance_scale=pipe.config.guidance_scale,
-            temperature=pipe.scheduler.config.temperature,
-            num_inference_steps=pipe.scheduler.config.num_inference_steps,
-            threads=torch.get_num_threads(),
-        )
-        report["results"][args.model] = result
-        print(args.model, json.dumps(result), flush=True)
+        for cache in args.caches:
+            result = throughput(pipe, args.batch_size, args.num_batches, args.warmup, args.device, cache)
+            result.update(
+                guidance_scale=pipe.config.guidance_scale,
+                temperature=pipe.scheduler.config.temperature,
+                num_inference_steps=pipe.scheduler.config.num_inference_steps,
+                threads=torch.get_num_threads(),
+            )
+            report["results"][f"{args.model}/{cache}"] = result
+            print(args.model, json.dumps(result), flush=True)
     for preset in args.presets:
         pipe = build_pipeline(preset, args.device, dtype)
-        result = throughput(pipe, args.batch_size, args.num_batches, args.warmup, args.device)
-        result.update(BAR_SAMPLING_DEFAULTS[preset])
-        report["results"][preset] = result
-        print(preset, json.dumps(result), flush=True)
+        for cache in args.caches:
+            result = throughput(pipe, args.batch_size, args.num_batches, args.warmup, args.device, cache)
+            result.update(BAR_SAMPLING_DEFAULTS[preset])
+            report["results"][f"{preset}/{cache}"] = result
+            print(preset, json.dumps(result), flush=True)
         del pipe
         if args.device.startswith("cuda"):
             torch.cuda.empty_cache()

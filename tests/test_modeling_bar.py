@@ -346,3 +346,17 @@ def test_rope_table_stays_float32_after_dtype_cast():
     model = tiny_model().to(torch.bfloat16)
     cos, _ = model.model.compute_rope_table()
     assert model.model.rope_cos.dtype == torch.float32 and torch.equal(model.model.rope_cos, cos)
+
+
+def test_static_cache_parity():
+    from transformers.cache_utils import StaticCache
+
+    model = tiny_model(patch_size=2)
+    bits = random_bits(model)
+    full = model.compute_conditions(bits, LABELS).conditions
+    c = model.config
+    cache = StaticCache(config=c, max_cache_len=c.prefix_length + c.num_ar_steps)
+    steps = [model.compute_conditions(None, LABELS, cache=cache).conditions]
+    for i in range(c.num_ar_steps - 1):
+        steps.append(model.compute_conditions(bits[:, i : i + 1], LABELS, cache=cache).conditions)
+    assert (torch.cat(steps, 1) - full).abs().max() <= 1e-5

@@ -258,3 +258,11 @@ def test_interrupt_returns_partial_tokens(pipe):
     assert out.shape == (1, 5, 5)  # 5 AR tokens of k = 5 bits, no image
     full = pipe([1], generator=gens(1), output_type="latent").images
     assert torch.equal(out[0], full[0, :5])
+
+
+def test_static_and_dynamic_cache_give_the_same_images(pipe):
+    dynamic = pipe([1, 3], generator=gens(2), output_type="latent").images
+    static = pipe([1, 3], generator=gens(2), output_type="latent", cache_implementation="static").images
+    assert torch.equal(dynamic, static)
+    with pytest.raises(ValueError, match="cache_implementation"):
+        pipe([1], cache_implementation="paged")

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
-from transformers.cache_utils import Cache, DynamicCache
+from transformers.cache_utils import Cache, DynamicCache, StaticCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
@@ -590,7 +590,10 @@ class BARModel(BARPreTrainedModel):
         c = self.config
         if use_cache and cache is None:
             cache = DynamicCache()
-        past_length = cache.get_seq_length() if cache is not None else 0
+        past_length = int(cache.get_seq_length()) if cache is not None else 0
+        # a static cache (e.g. `StaticCache(config, max_cache_len=P + N)`) returns its whole preallocated buffer:
+        # the keys beyond what has been written must be masked out
+        static_length = int(cache.get_max_length()) if isinstance(cache, StaticCache) else None
         if validate_inputs:
             self._validate(bits, class_labels, orders, past_length)
         batch = class_labels.shape[0]
@@ -631,8 +634,8 @@ class BARModel(BARPreTrainedModel):
             self.rope_sin[target][:, None],
         )
         attention_mask = None
-        if length > 1 and (past_length > 0 or c._attn_implementation != "sdpa"):
-            total = past_length + length
+        if static_length is not None or (length > 1 and (past_length > 0 or c._attn_implementation != "sdpa")):
+            total = past_length + length if static_length is None else static_length
             allowed = torch.arange(total, device=device)[None, :] <= slots[:, None]
             attention_mask = torch.zeros(length, total, device=device, dtype=dtype).masked_fill(
                 ~allowed, torch.finfo(dtype).min

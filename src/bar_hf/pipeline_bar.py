@@ -10,7 +10,7 @@ import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import logging
-from transformers.cache_utils import DynamicCache
+from transformers.cache_utils import DynamicCache, StaticCache
 
 from .bits import MASK_BIT, unpatchify_bits
 from .hub_utils import push_pipeline_to_hub, write_remote_code_shims
@@ -213,6 +213,7 @@ class BARPipeline(DiffusionPipeline):
         return_dict: bool = True,
         callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
+        cache_implementation: str = "dynamic",
     ) -> ImagePipelineOutput | tuple:
         r"""Generate images.
 
@@ -238,6 +239,9 @@ class BARPipeline(DiffusionPipeline):
                 `pipe._interrupt = True` stops early and returns the AR tokens generated so far instead of images.
             callback_on_step_end_tensor_inputs (`list[str]`, *optional*): tensors passed to the callback, from
                 `["bits", "conditions"]`.
+            cache_implementation (`str`, *optional*, defaults to `"dynamic"`): KV cache of the backbone:
+                `"dynamic"` (transformers' `DynamicCache`, grows by concatenation) or `"static"` (`StaticCache`, one
+                buffer for the whole sequence, masked; avoids the quadratic copies of long sequences). Same outputs.
         """
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
@@ -254,6 +258,8 @@ class BARPipeline(DiffusionPipeline):
         guidance_schedule = guidance_schedule or self.config.guidance_schedule
         self.check_inputs(guidance_scale, generator, batch_size, output_type, callback_on_step_end_tensor_inputs)
         guidance_weight(guidance_scale, 0, 1, guidance_schedule)  # validates the schedule name
+        if cache_implementation not in ("dynamic", "static"):
+            raise ValueError(f"`cache_implementation` must be 'dynamic' or 'static', got {cache_implementation!r}.")
 
         self._guidance_scale = float(guidance_scale)
         self._interrupt = False
@@ -270,7 +276,10 @@ class BARPipeline(DiffusionPipeline):
         class_ids = torch.tensor(labels, device=device)
         if self.do_classifier_free_guidance:
             class_ids = torch.cat([class_ids, torch.full_like(class_ids, config.null_class_id)])
-        cache = DynamicCache()
+        if cache_implementation == "static":  # one buffer for the whole sequence: no per-step concatenation
+            cache = StaticCache(config=config, max_cache_len=config.prefix_length + num_steps)
+        else:
+            cache = DynamicCache()
         conditions = self.transformer.compute_conditions(None, class_ids, cache=cache).conditions[:, -1]
         # generated tokens are written into one preallocated buffer (no quadratic re-concatenation)
         bits = torch.empty(batch_size, num_steps, config.bits_per_step, dtype=torch.long, device=device)
