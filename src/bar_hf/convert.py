@@ -248,6 +248,18 @@ def _yaml_get(config: Mapping, dotted: str) -> Any:
     return node
 
 
+def _yaml_token_size(cfg: Any, errors: list[str]) -> Any:
+    """`model.vq_model.token_size` from the YAML (or `_UNSET`), checking `codebook_size == 2 ** token_size`."""
+    yaml_bits = _yaml_get(cfg, "model.vq_model.token_size")
+    yaml_codebook = _yaml_get(cfg, "model.vq_model.codebook_size")
+    if yaml_bits is not _UNSET and yaml_codebook is not _UNSET and yaml_codebook != 2**yaml_bits:
+        errors.append(
+            f"YAML model.vq_model.codebook_size={yaml_codebook!r} must equal 2 ** model.vq_model.token_size "
+            f"(token_size={yaml_bits!r}): BAR-FSQ has 2 levels per channel"
+        )
+    return yaml_bits
+
+
 def _short(items, limit: int = _LIST_LIMIT) -> str:
     items = list(items)
     text = ", ".join(str(item) for item in items[:limit])
@@ -537,13 +549,7 @@ def infer_generator_config(
         )
 
     # bits per token and latent grid: tokenizer > YAML > preset > overrides
-    yaml_bits = _yaml_get(cfg, "model.vq_model.token_size")
-    yaml_codebook = _yaml_get(cfg, "model.vq_model.codebook_size")
-    if yaml_bits is not _UNSET and yaml_codebook is not _UNSET and yaml_codebook != 2**yaml_bits:
-        r.errors.append(
-            f"YAML model.vq_model.codebook_size={yaml_codebook!r} must equal 2 ** model.vq_model.token_size "
-            f"(token_size={yaml_bits!r})"
-        )
+    yaml_bits = _yaml_token_size(cfg, r.errors)
     values["num_bits"] = r.resolve(
         "num_bits",
         tokenizer=_src(num_bits, "tokenizer num_bits"),
@@ -843,13 +849,7 @@ def infer_tokenizer_config(
     values: dict[str, Any] = {}
     out_proj = sh("quantize.out_proj.weight")
     in_proj = sh("quantize.in_proj.weight")
-    yaml_bits = _yaml_get(cfg, "model.vq_model.token_size")
-    yaml_codebook = _yaml_get(cfg, "model.vq_model.codebook_size")
-    if yaml_bits is not _UNSET and yaml_codebook is not _UNSET and yaml_codebook != 2**yaml_bits:
-        r.errors.append(
-            f"YAML model.vq_model.codebook_size={yaml_codebook!r} must equal 2 ** model.vq_model.token_size "
-            f"(token_size={yaml_bits!r}): BAR-FSQ has 2 levels per channel"
-        )
+    yaml_bits = _yaml_token_size(cfg, r.errors)
     values["num_bits"] = r.resolve(
         "num_bits",
         checkpoint=(out_proj[1], f"quantize.out_proj.weight {list(out_proj)}"),
