@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from bar_hf import BARConfig, BARForCausalImageModeling
+from bar_hf import BARConfig, BARForCausalImageModeling, BARVQModel
 from bar_hf.convert import (
     check_generator_state_dict,
     check_tokenizer_state_dict,
@@ -160,6 +160,7 @@ def authors_tokenizer_shapes(
     D_layers=24,
     D_mlp=4096,
     full=True,
+    P=2048,
 ) -> dict[str, tuple[int, ...]]:
     """The keys of §8.3; `full` adds the frozen SigLIP2 copies, its aliases, the pooling head and the projector."""
     s = {
@@ -217,11 +218,11 @@ def authors_tokenizer_shapes(
             "encoder.siglip.head.mlp.fc1.bias": (E_mlp,),
             "encoder.siglip.head.mlp.fc2.weight": (E, E_mlp),
             "encoder.siglip.head.mlp.fc2.bias": (E,),
-            "decoder.clip_projector.0.weight": (2048, Dd),
-            "decoder.clip_projector.0.bias": (2048,),
-            "decoder.clip_projector.2.weight": (2048, 2048),
-            "decoder.clip_projector.2.bias": (2048,),
-            "decoder.clip_projector.4.weight": (E, 2048),
+            "decoder.clip_projector.0.weight": (P, Dd),
+            "decoder.clip_projector.0.bias": (P,),
+            "decoder.clip_projector.2.weight": (P, P),
+            "decoder.clip_projector.2.bias": (P,),
+            "decoder.clip_projector.4.weight": (E, P),
             "decoder.clip_projector.4.bias": (E,),
         }
     return s
@@ -232,9 +233,11 @@ TINY_T = dict(bits=6, tokens=16, patch=8, E=32, E_layers=2, E_mlp=48, E_pos=16, 
 TINY_T_OVERRIDES = {"encoder_num_heads": 2, "decoder_num_heads": 2}
 
 
-def tiny_tokenizer_state_dict(seed: int = 1, full: bool = True, prefix: str = "") -> dict[str, torch.Tensor]:
+def tiny_tokenizer_state_dict(
+    seed: int = 1, full: bool = True, prefix: str = "", projector_width: int = 2048
+) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
-    shapes = authors_tokenizer_shapes(**TINY_T, full=full)
+    shapes = authors_tokenizer_shapes(**TINY_T, full=full, P=projector_width)
     return {prefix + key: torch.randn(shape, generator=gen) for key, shape in shapes.items()}
 
 
@@ -511,6 +514,21 @@ def test_tokenizer_keeps_projector_when_asked():
         overrides={**TINY_T_OVERRIDES, "distill_projector_dim": 32, "distill_layer_index": 1},
     )
     assert torch.equal(vq.decoder.clip_projector[4].bias, tiny_tokenizer_state_dict()["decoder.clip_projector.4.bias"])
+    assert vq.config.distill_projector_hidden_size == 2048
+
+
+def test_tokenizer_projector_width_is_read_from_the_file(tmp_path):
+    sd = tiny_tokenizer_state_dict(projector_width=48)
+    keep = {**TINY_T_OVERRIDES, "distill_projector_dim": 32, "distill_layer_index": 1}
+    vq = convert_tokenizer(sd, overrides=keep)
+    assert vq.config.distill_projector_hidden_size == 48
+    for index in (0, 2, 4):
+        assert torch.equal(vq.decoder.clip_projector[index].weight, sd[f"decoder.clip_projector.{index}.weight"])
+    vq.save_pretrained(tmp_path)
+    assert BARVQModel.from_pretrained(tmp_path).decoder.clip_projector[2].weight.shape == (48, 48)
+    assert convert_tokenizer(sd, overrides=TINY_T_OVERRIDES).config.distill_projector_hidden_size == 48  # dropped
+    with pytest.raises(ValueError, match="`distill_projector_hidden_size` disagrees"):
+        convert_tokenizer(sd, overrides={**keep, "distill_projector_hidden_size": 2048})
 
 
 @pytest.mark.parametrize(

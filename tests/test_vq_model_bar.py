@@ -177,6 +177,11 @@ def test_distillation_branch():
     assert recon.shape == (2, 3, 24, 24) and feats.shape == (2, 36, 7) and bits.shape == (2, 36, 5)
     with pytest.raises(ValueError, match="distill_projector_dim"):
         tiny_vq().forward_with_distillation(images())
+    narrow = tiny_vq(distill_projector_dim=7, distill_layer_index=1, distill_projector_hidden_size=12)
+    assert [layer.out_features for layer in narrow.decoder.clip_projector[::2]] == [12, 12, 7]
+    assert vq.decoder.clip_projector[0].out_features == 2048  # the authors' width by default
+    with pytest.raises(ValueError, match="distill_projector_hidden_size"):
+        tiny_vq(distill_projector_dim=7, distill_layer_index=1, distill_projector_hidden_size=0)
 
 
 def test_bad_inputs():

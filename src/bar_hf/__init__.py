@@ -11,6 +11,7 @@ from transformers import AutoConfig, AutoModel
 from . import bits
 from .cli import bundled_model_path
 from .configuration_bar import BAR_PRESETS, BAR_SAMPLING_DEFAULTS, BARConfig
+from .layerwise_casting import enable_layerwise_casting
 from .modeling_bar import (
     BARBitwiseHead,
     BARCausalImageModelingOutput,
@@ -50,4 +51,5 @@ __all__ = [
     "BARBitSchedulerOutput",
     "BARSchedulerMixin",
     "BARPipeline",
+    "enable_layerwise_casting",
 ]

@@ -808,7 +808,8 @@ def infer_tokenizer_config(
     """The `BARVQModel` init kwargs of an authors'-layout BAR-FSQ state dict (prefixes already stripped).
 
     Read from tensors: `num_bits` (`quantize.*_proj`), decoder width/depth/MLP, latent grid (decoder positions − 1),
-    `patch_size` (`decoder.ffn.0` rows / output channels), encoder width/depth/MLP/position grid and input channels.
+    `patch_size` (`decoder.ffn.0` rows / output channels), encoder width/depth/MLP/position grid, input channels and
+    the distillation projector's hidden width (`decoder.clip_projector.0` rows, when present; default 2048).
     Attention head counts cannot be read from weights: 16 for the authors' widths (encoder 1152, decoder 1024),
     otherwise `encoder_num_heads` / `decoder_num_heads` must come from `overrides`. Cross-checked with the YAML
     (`model.vq_model.token_size`, `codebook_size`, `vit_dec_patch_size`, `clip_align_layer_id`,
@@ -967,6 +968,12 @@ def infer_tokenizer_config(
     align = _yaml_get(cfg, "model.vq_model.clip_align_layer_id")
     values["distill_layer_index"] = r.resolve(
         "distill_layer_index", yaml=_src(align, "YAML model.vq_model.clip_align_layer_id"), default=2
+    )
+    projector = sh("decoder.clip_projector.0.weight")  # the training-only distillation MLP, when the file has it
+    values["distill_projector_hidden_size"] = r.resolve(
+        "distill_projector_hidden_size",
+        checkpoint=_src(projector[0] if projector else _UNSET, "decoder.clip_projector.0.weight rows"),
+        default=2048,
     )
     for name in sorted(set(overrides) - set(values)):
         values[name] = r.resolve(name)

@@ -305,7 +305,9 @@ class BARFourierEmbedding(nn.Module):
 
     def forward(self, mask_ratio: torch.Tensor) -> torch.Tensor:
         projected = mask_ratio[:, None] * self.W[None, :] * 2 * torch.pi
-        return self.mlp(torch.cat([torch.sin(projected), torch.cos(projected)], dim=-1).to(self.mlp[0].weight.dtype))
+        # compute dtype = the (never cast) `W` parameter's, not a Linear weight's: under layerwise casting or weight
+        # quantization the Linear weights hold their storage dtype (float8, int8) outside their own forward
+        return self.mlp(torch.cat([torch.sin(projected), torch.cos(projected)], dim=-1).to(self.W.dtype))
 
 
 class BARHeadResBlock(nn.Module):

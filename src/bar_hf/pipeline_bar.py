@@ -14,6 +14,7 @@ from transformers.cache_utils import DynamicCache, StaticCache
 
 from .bits import MASK_BIT, unpatchify_bits
 from .hub_utils import push_pipeline_to_hub, write_remote_code_shims
+from .layerwise_casting import enable_layerwise_casting
 from .modeling_bar import BARForCausalImageModeling
 from .scheduling_bar import BARSchedulerMixin
 from .vq_model_bar import BARVQModel
@@ -163,6 +164,18 @@ class BARPipeline(DiffusionPipeline):
     @property
     def interrupt(self) -> bool:
         return self._interrupt
+
+    def enable_layerwise_casting(
+        self,
+        storage_dtype: torch.dtype = torch.float8_e4m3fn,
+        compute_dtype: torch.dtype | None = None,
+        non_blocking: bool = False,
+    ) -> None:
+        """Store the weights of both models (`transformer` and `vqvae`) in `storage_dtype` and compute in
+        `compute_dtype` with diffusers' layerwise casting hooks (see `bar_hf.layerwise_casting`); not reversible.
+        E.g. `pipe.enable_layerwise_casting(torch.float8_e4m3fn, torch.bfloat16)`. The FSQ quantizer stays float32."""
+        for model in (self.transformer, self.vqvae):
+            enable_layerwise_casting(model, storage_dtype, compute_dtype, non_blocking=non_blocking)
 
     def check_inputs(self, guidance_scale, generator, batch_size, output_type, callback_tensor_inputs) -> None:
         if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or guidance_scale < 0:

@@ -150,6 +150,7 @@ class BARPixelDecoder(nn.Module):
         out_channels: int,
         eps: float,
         distill_projector_dim: int | None,
+        distill_projector_hidden_size: int = 2048,
     ):
         super().__init__()
         self.grid_size = grid_size
@@ -165,12 +166,13 @@ class BARPixelDecoder(nn.Module):
         self.ffn = nn.Sequential(nn.Conv2d(width, patch_size * patch_size * out_channels, 1))
         self.conv_out = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         if distill_projector_dim is not None:
-            self.clip_projector = nn.Sequential(  # hidden width fixed at 2048 as in the authors' decoder
-                nn.Linear(width, 2048),
+            hidden_proj = distill_projector_hidden_size  # 2048 in the authors' decoder
+            self.clip_projector = nn.Sequential(
+                nn.Linear(width, hidden_proj),
                 nn.SiLU(),
-                nn.Linear(2048, 2048),
+                nn.Linear(hidden_proj, hidden_proj),
                 nn.SiLU(),
-                nn.Linear(2048, distill_projector_dim),
+                nn.Linear(hidden_proj, distill_projector_dim),
             )
 
     def forward(
@@ -247,6 +249,8 @@ class BARVQModel(ModelMixin, ConfigMixin):
         distill_projector_dim (`int`, *optional*): if set, adds the training-only `decoder.clip_projector` that maps
             decoder block `distill_layer_index` to features of this width (1152 in the authors' checkpoints).
         distill_layer_index (`int`, *optional*, defaults to 2): decoder block whose output feeds the projector.
+        distill_projector_hidden_size (`int`, *optional*, defaults to 2048): hidden width of the projector's two
+            SiLU MLP layers (2048 in the authors' checkpoints).
 
     Example:
 
@@ -264,7 +268,9 @@ class BARVQModel(ModelMixin, ConfigMixin):
 
     _supports_gradient_checkpointing = True
     _no_split_modules = ["BARDecoderBlock", "Siglip2EncoderLayer"]
-    _skip_layerwise_casting_patterns = ["quantize"]
+    # SigLIP2 reads `position_embedding.weight` directly (resized to the token grid), bypassing the module call the
+    # layerwise-casting hook wraps, so it stays in the compute dtype; the FSQ quantizer stays out too (float32 math).
+    _skip_layerwise_casting_patterns = ["quantize", "position_embedding"]
     _keep_in_fp32_modules = ["quantize"]
 
     @register_to_config
@@ -289,6 +295,7 @@ class BARVQModel(ModelMixin, ConfigMixin):
         decoder_layer_norm_eps: float = 1e-5,
         distill_projector_dim: int | None = None,
         distill_layer_index: int = 2,
+        distill_projector_hidden_size: int = 2048,
     ):
         super().__init__()
         height, width = _pair(sample_size, "sample_size")
@@ -305,6 +312,7 @@ class BARVQModel(ModelMixin, ConfigMixin):
             ("decoder_num_layers", decoder_num_layers),
             ("decoder_num_heads", decoder_num_heads),
             ("decoder_intermediate_size", decoder_intermediate_size),
+            ("distill_projector_hidden_size", distill_projector_hidden_size),
         ]:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
@@ -359,6 +367,7 @@ class BARVQModel(ModelMixin, ConfigMixin):
             out_channels=out_channels,
             eps=decoder_layer_norm_eps,
             distill_projector_dim=distill_projector_dim,
+            distill_projector_hidden_size=distill_projector_hidden_size,
         )
 
     # ------------------------------------------------------------------------------------------------ properties
