@@ -231,7 +231,7 @@ def test_bad_inputs(pipe):
     with pytest.raises(ValueError, match="tokens_allocation"):
         pipe([1], tokens_allocation=[3, 1], output_type="latent")
     with pytest.raises(ValueError, match="callback_on_step_end_tensor_inputs"):
-        pipe([1], callback_on_step_end=lambda *a: {}, callback_on_step_end_tensor_inputs=["latents"])
+        pipe([1], callback_on_step_end=lambda *a: {}, callback_on_step_end_tensor_inputs=["noise"])
     with pytest.raises(ValueError, match="num_images_per_label"):
         pipe([1], num_images_per_label=0)
     components = get_dummy_components()

@@ -12,7 +12,7 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import logging
 from transformers.cache_utils import DynamicCache, StaticCache
 
-from .bits import MASK_BIT, unpatchify_bits
+from .bits import MASK_BIT, patchify_bits, unpatchify_bits
 from .hub_utils import push_pipeline_to_hub, write_remote_code_shims
 from .layerwise_casting import enable_layerwise_casting
 from .modeling_bar import BARForCausalImageModeling
@@ -60,7 +60,7 @@ class BARPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "transformer->vqvae"
-    _callback_tensor_inputs = ["bits", "conditions"]
+    _callback_tensor_inputs = ["bits", "conditions", "latents"]
 
     def __init__(
         self,
@@ -211,6 +211,42 @@ class BARPipeline(DiffusionPipeline):
             states = self.scheduler.step(logits, t, states, generator=generator).prev_sample
         return states
 
+    def _latents_view(self, bits: torch.Tensor, generated: int) -> torch.Tensor:
+        """The callback's `latents`: the AR buffer in the `output_type="latent"` layout, `MASK_BIT` where not yet
+        generated."""
+        config = self.transformer.config
+        full = torch.full_like(bits, MASK_BIT)
+        full[:, :generated] = bits[:, :generated]
+        return unpatchify_bits(full, (config.latent_height, config.latent_width), config.patch_size)
+
+    def _run_callback(self, callback, i, bits, generated, conditions, tensor_inputs) -> None:
+        """Call `callback_on_step_end` after AR step `i`; write back replaced `bits`, then changed `latents`."""
+        available = {"bits": bits[:, :generated], "conditions": conditions}
+        if "latents" in tensor_inputs:
+            available["latents"] = self._latents_view(bits, generated)
+            latents_before = available["latents"].clone()
+        outputs = callback(self, i, i, {name: available[name] for name in tensor_inputs})
+        replaced = outputs.pop("bits", None)
+        if replaced is not None and replaced is not available["bits"]:
+            bits[:, :generated] = replaced
+        latents = outputs.pop("latents", None)
+        if latents is None or "latents" not in tensor_inputs:
+            return
+        if isinstance(latents, torch.Tensor) and latents.shape == latents_before.shape:
+            latents = latents.to(bits.device, torch.long)
+            if torch.equal(latents, latents_before):
+                return
+            config = self.transformer.config
+            new = patchify_bits(latents, (config.latent_height, config.latent_width), config.patch_size)
+            done, todo = new[:, :generated], new[:, generated:]
+            if ((done == 0) | (done == 1)).all() and (todo == MASK_BIT).all():
+                bits[:, :generated] = done
+                return
+        raise ValueError(
+            f"the callback's `latents` must keep shape {tuple(latents_before.shape)}, bits in {{0, 1}} where generated "
+            f"and {MASK_BIT} (MASK_BIT) where not generated yet (after AR step {i})."
+        )
+
     @torch.no_grad()
     def __call__(
         self,
@@ -247,18 +283,20 @@ class BARPipeline(DiffusionPipeline):
                 un-patchified).
             return_dict (`bool`, *optional*, defaults to `True`): return an `ImagePipelineOutput`.
             callback_on_step_end (`Callable`, *optional*): `fn(pipe, i, t, callback_kwargs) -> dict`, called after
-                each AR step; may replace `bits` (the tokens generated so far, `(batch, i + 1, k)`; only the newest
-                token is fed to the backbone, earlier edits change the decoded image, not the cached context). Setting
-                `pipe._interrupt = True` stops early and returns the AR tokens generated so far instead of images.
+                each AR step; may replace `bits` (the tokens generated so far, `(batch, i + 1, k)`) or `latents`
+                (diffusers' name: all bits in the `output_type="latent"` layout `(batch, latent tokens, num_bits)`,
+                `MASK_BIT` = 2 where not generated yet; after the last step it equals the `"latent"` output). Only the
+                newest token is fed to the backbone: earlier edits change the decoded image, not the cached context.
+                Setting `pipe._interrupt = True` stops early and returns the AR tokens generated so far.
             callback_on_step_end_tensor_inputs (`list[str]`, *optional*): tensors passed to the callback, from
-                `["bits", "conditions"]`.
+                `["bits", "conditions", "latents"]`; defaults to `["bits", "latents"]`.
             cache_implementation (`str`, *optional*, defaults to `"dynamic"`): KV cache of the backbone:
                 `"dynamic"` (transformers' `DynamicCache`, grows by concatenation) or `"static"` (`StaticCache`, one
                 buffer for the whole sequence, masked; avoids the quadratic copies of long sequences). Same outputs.
         """
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
-        callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["bits"]
+        callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["bits", "latents"]
         if (
             isinstance(num_images_per_label, bool)
             or not isinstance(num_images_per_label, int)
@@ -270,6 +308,7 @@ class BARPipeline(DiffusionPipeline):
         guidance_scale = self.config.guidance_scale if guidance_scale is None else guidance_scale
         guidance_schedule = guidance_schedule or self.config.guidance_schedule
         self.check_inputs(guidance_scale, generator, batch_size, output_type, callback_on_step_end_tensor_inputs)
+        callback_inputs = callback_on_step_end_tensor_inputs
         guidance_weight(guidance_scale, 0, 1, guidance_schedule)  # validates the schedule name
         if cache_implementation not in ("dynamic", "static"):
             raise ValueError(f"`cache_implementation` must be 'dynamic' or 'static', got {cache_implementation!r}.")
@@ -306,12 +345,7 @@ class BARPipeline(DiffusionPipeline):
                 bits[:, i] = self._sample_token(conditions, weight, batch_size, generator)
                 generated = i + 1
                 if callback_on_step_end is not None:
-                    available = {"bits": bits[:, :generated], "conditions": conditions}
-                    callback_kwargs = {name: available[name] for name in callback_on_step_end_tensor_inputs}
-                    callback_outputs = callback_on_step_end(self, i, i, callback_kwargs)
-                    replaced = callback_outputs.pop("bits", None)
-                    if replaced is not None and replaced is not available["bits"]:
-                        bits[:, :generated] = replaced
+                    self._run_callback(callback_on_step_end, i, bits, generated, conditions, callback_inputs)
                 if i < num_steps - 1:
                     step_input = bits[:, i : i + 1]
                     if self.do_classifier_free_guidance:
