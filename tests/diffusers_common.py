@@ -398,6 +398,8 @@ class ModelTesterMixin:
         assert model.num_parameters() == total
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         assert model.num_parameters(only_trainable=True) == trainable
+        embeddings = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding))
+        assert model.num_parameters(exclude_embeddings=True) == total - embeddings
 
     def test_sharded_checkpoints(self, tmp_path):  # diffusers: test_sharded_checkpoints(_with_variant)
         model = self.make_model()
