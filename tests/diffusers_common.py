@@ -198,6 +198,21 @@ class PipelineTesterMixin:
         with pytest.raises((ValueError, OSError)):  # test_loading_with_incorrect_variants_raises_error
             self.pipeline_class.from_pretrained(tmp_path)
 
+    def test_save_load_low_precision(self, tmp_path):  # diffusers: test_save_load_float16 (bf16 on CPU)
+        self.make_pipe().save_pretrained(tmp_path)
+        loaded = self.pipeline_class.from_pretrained(tmp_path, dtype=torch.bfloat16)
+        loaded.set_progress_bar_config(disable=True)
+        for name, component in loaded.components.items():
+            if isinstance(component, torch.nn.Module):
+                keep = tuple(getattr(component, "_keep_in_fp32_modules", None) or ())
+                for param_name, param in component.named_parameters():
+                    fp32 = any(part in keep for part in param_name.split("."))
+                    assert param.dtype == (torch.float32 if fp32 else torch.bfloat16), (name, param_name)
+        # the diffusers recipe: load in the compute dtype, then store the weights in float8
+        loaded.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16)
+        out = _to_numpy(self.run(loaded, output_type="np"))
+        assert np.isfinite(out).all() and 0 <= out.min() and out.max() <= 1
+
     def test_from_pipe(self):  # diffusers: test_from_pipe_consistent_config / components shared
         pipe = self.make_pipe(**self.config_overrides)
         reference = _to_numpy(self.run(pipe))
