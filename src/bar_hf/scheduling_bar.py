@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from diffusers import ConfigMixin, SchedulerMixin
 from diffusers.configuration_utils import register_to_config
@@ -40,11 +42,13 @@ class BARBitSchedulerOutput(BaseOutput):
 
 def validate_tokens_allocation(tokens_allocation, bits_per_token: int) -> list[int]:
     """Check an allocation: positive ints, non-decreasing, summing to `bits_per_token` (the authors' rule)."""
+    if isinstance(tokens_allocation, (np.ndarray, torch.Tensor)) and tokens_allocation.ndim == 1:
+        tokens_allocation = tokens_allocation.tolist()  # numpy / torch integer vectors are accepted
     if not isinstance(tokens_allocation, (list, tuple)) or len(tokens_allocation) == 0:
         raise ValueError(f"`tokens_allocation` must be a non-empty list of ints, got {tokens_allocation!r}.")
     values = []
     for value in tokens_allocation:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise ValueError(f"`tokens_allocation` entries must be positive ints, got {list(tokens_allocation)}.")
         values.append(int(value))
     if any(b < a for a, b in zip(values, values[1:])):
@@ -65,8 +69,9 @@ def derive_tokens_allocation(num_inference_steps: int, bits_per_token: int, rule
       per-step increments are rounded by largest remainder, every step gets at least one bit, then sorted
       ascending (16 / 4 → `[1, 4, 5, 6]`).
     """
-    if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int):
+    if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, numbers.Integral):
         raise ValueError(f"`num_inference_steps` must be an int, got {num_inference_steps!r}.")
+    num_inference_steps = int(num_inference_steps)
     if not 1 <= num_inference_steps <= bits_per_token:
         raise ValueError(
             f"`num_inference_steps` must be in 1..k={bits_per_token} (each step reveals >= 1 bit), "
@@ -199,6 +204,8 @@ class BARBitScheduler(BARSchedulerMixin):
         else:
             allocation = derive_tokens_allocation(self.config.num_inference_steps, k, self.config.allocation_rule)
         temperature = self.config.temperature if temperature is None else temperature
+        if isinstance(temperature, (np.generic, torch.Tensor)) and np.ndim(temperature) == 0:
+            temperature = temperature.item()  # numpy / torch scalars are accepted
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0:
             raise ValueError(f"`temperature` must be a number >= 0, got {temperature!r}.")
         if not math.isfinite(temperature):
