@@ -148,11 +148,11 @@ class LabelIndex:
         if len(ids) > 1:
             spellings = [n for n in self.exact if n.casefold() == stripped.casefold()]
             raise ValueError(
-                f"class name {name!r} is ambiguous: it matches {spellings} (classes {sorted(ids)}) case-insensitively; "
+                f"`class_labels`: class name {name!r} is ambiguous: it matches {spellings} (classes {sorted(ids)}) case-insensitively; "
                 "use the exact spelling or the class id."
             )
         known = ", ".join(list(self.exact)[:20])
-        raise ValueError(f"`{name}` is not a known class name. Known names include: {known}.")
+        raise ValueError(f"`class_labels`: {name!r} is not a known class name. Known names include: {known}.")
 
     def resolve(self, class_labels, num_classes: int) -> list[int]:
         """Class ids from ids, names, numpy / torch arrays, or nested lists (flattened in row-major order)."""
@@ -171,7 +171,9 @@ class LabelIndex:
                     f"`class_labels` entries must be int class ids or names, got {label!r} ({type(label).__name__})."
                 )
             if not 0 <= int(label) < num_classes:
-                raise ValueError(f"class label {int(label)} is out of range: ids must be in [0, {num_classes}).")
+                raise ValueError(
+                    f"`class_labels` entry {int(label)} is out of range: ids must be in [0, {num_classes})."
+                )
             ids.append(int(label))
         return ids
 

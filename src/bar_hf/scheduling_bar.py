@@ -99,8 +99,14 @@ def _uniform(shape: tuple[int, ...], generator, device: torch.device) -> torch.T
     if isinstance(generator, (list, tuple)):
         if len(generator) != shape[0]:
             raise ValueError(f"`generator` list has {len(generator)} entries but the batch has {shape[0]} rows.")
+        if not all(isinstance(g, torch.Generator) for g in generator):
+            raise TypeError(f"`generator` list entries must be `torch.Generator`s, got {generator!r}.")
+        if not generator:
+            return torch.empty(shape, device=device)
         rows = [torch.rand(shape[1:], generator=g, device=g.device) for g in generator]
         return torch.stack(rows).to(device)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"`generator` must be a `torch.Generator`, a list of them or None, got {generator!r}.")
     gen_device = generator.device if generator is not None else device
     return torch.rand(shape, generator=generator, device=gen_device).to(device)
 
@@ -167,8 +173,12 @@ class BARBitScheduler(BARSchedulerMixin):
             raise ValueError(f"`bits_per_token` must be a positive int, got {bits_per_token!r}.")
         if tokens_allocation is not None:
             # the allocation wins over `num_inference_steps`; keep the stored config consistent with it
-            allocation = validate_tokens_allocation(list(tokens_allocation), bits_per_token)
-            self.register_to_config(num_inference_steps=len(allocation))
+            allocation = validate_tokens_allocation(tokens_allocation, bits_per_token)
+            self.register_to_config(num_inference_steps=len(allocation), tokens_allocation=allocation)
+        elif isinstance(num_inference_steps, np.integer):
+            self.register_to_config(num_inference_steps=int(num_inference_steps))  # JSON-serialisable config
+        if isinstance(temperature, (np.generic, torch.Tensor)) and np.ndim(temperature) == 0:
+            self.register_to_config(temperature=temperature.item())
         self.set_timesteps()
 
     # ------------------------------------------------------------------------------------------------ schedule
@@ -296,9 +306,15 @@ class BARBitScheduler(BARSchedulerMixin):
         k = self.config.bits_per_token
         if original_samples.dim() != 2 or original_samples.shape[1] != k:
             raise ValueError(f"`original_samples` must have shape (batch, {k}), got {tuple(original_samples.shape)}.")
-        mask_ratio = torch.as_tensor(mask_ratio, dtype=torch.float32).expand(original_samples.shape[0])
+        mask_ratio = torch.as_tensor(mask_ratio, dtype=torch.float32)
         if not ((mask_ratio >= 0) & (mask_ratio <= 1)).all():
             raise ValueError(f"`mask_ratio` must be in [0, 1], got {mask_ratio.tolist()}.")
+        if mask_ratio.dim() > 1 or mask_ratio.numel() not in (1, original_samples.shape[0]):
+            raise ValueError(
+                f"`mask_ratio` must be a scalar or one value per row ({original_samples.shape[0]}), got shape "
+                f"{tuple(mask_ratio.shape)}."
+            )
+        mask_ratio = mask_ratio.reshape(-1).expand(original_samples.shape[0])
         ranks = _uniform(tuple(original_samples.shape), generator, original_samples.device).argsort(-1).argsort(-1)
         num_masked = torch.round(k * mask_ratio.to(original_samples.device)).clamp(min=1)
         return torch.where(ranks < num_masked[:, None], torch.full_like(original_samples, MASK_BIT), original_samples)
