@@ -226,3 +226,29 @@ def test_wrong_transformer_class_is_rejected_at_load(saved, tmp_path):
 def test_intact_folder_still_loads(saved):
     pipe = BARPipeline.from_pretrained(saved)
     assert type(pipe).__name__ == "BARPipeline"
+
+
+# ---------------------------------------------------------------------------------------------------- item 13
+@pytest.fixture
+def diffusers_records():
+    import logging
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("diffusers")
+    logger.addHandler(handler)
+    yield records
+    logger.removeHandler(handler)
+
+
+def test_to_dtype_keeps_the_quantizer_in_float32_without_a_warning(diffusers_records):
+    pipe = make_pipe()
+    pipe.to(torch.bfloat16)
+    assert pipe.transformer.dtype == torch.bfloat16 and pipe.vqvae.dtype == torch.bfloat16
+    assert {p.dtype for p in pipe.vqvae.quantize.parameters()} == {torch.float32}
+    other = BARPipeline.from_pipe(pipe, dtype=torch.float16)
+    assert {p.dtype for p in other.vqvae.quantize.parameters()} == {torch.float32}
+    assert not [r for r in diffusers_records if "kept in float32" in r.getMessage()]
+    images = pipe([1], generator=gens(1), output_type="np").images
+    assert images.shape == (1, 24, 24, 3) and np.isfinite(images).all()
