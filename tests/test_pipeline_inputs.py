@@ -155,8 +155,12 @@ def test_class_names_match_case_insensitively_with_ambiguity_errors(pipe):
     components = get_dummy_components()
     cats = BARPipeline(**components, id2label={0: "Cat", 1: "cat", 2: "dog"})
     assert cats.get_label_ids(["Cat", "cat", "DOG"]) == [0, 1, 2]  # an exact spelling always wins
-    with pytest.raises(ValueError, match=r"'CAT' is ambiguous.*\['Cat', 'cat'\]"):
+    with pytest.raises(ValueError, match=r"'CAT' is ambiguous.*\[0, 1\] \(\['Cat', 'cat'\]\)"):
         cats.get_label_ids("CAT")
+    cranes = BARPipeline(**components, id2label={0: "crane", 1: "crane, derrick"})  # as ImageNet 134 and 517
+    assert cranes.get_label_ids("derrick") == [1]
+    with pytest.raises(ValueError, match=r"'crane' is ambiguous.*\[0, 1\]"):
+        cranes.get_label_ids("crane")
 
 
 @pytest.mark.parametrize("id2label", [{"abc": "x"}, {1.5: "x"}, {"-1": "x"}, {1: 5}, {1: ""}, ["x"]])
@@ -252,3 +256,19 @@ def test_to_dtype_keeps_the_quantizer_in_float32_without_a_warning(diffusers_rec
     assert not [r for r in diffusers_records if "kept in float32" in r.getMessage()]
     images = pipe([1], generator=gens(1), output_type="np").images
     assert images.shape == (1, 24, 24, 3) and np.isfinite(images).all()
+
+
+# ---------------------------------------------------------------------------------------------------- item 12
+def test_bundled_model_gives_grayscale_images_and_the_docs_say_so():
+    from pathlib import Path
+
+    from bar_hf import bundled_model_path
+
+    bundled = BARPipeline.from_pretrained(bundled_model_path())
+    bundled.set_progress_bar_config(disable=True)
+    assert bundled.vqvae.config.out_channels == 1
+    images = bundled([0], generator=gens(1), num_inference_steps=1).images
+    assert images[0].mode == "L"
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "api" / "pipeline.md").read_text()
+    assert "`H × W` RGB images" not in docs and "(batch, H, W, 3)" not in docs
+    assert "mode `L` (grayscale) for a 1-channel one" in docs and "1 (grayscale, PIL mode `L`) for the bundled" in docs

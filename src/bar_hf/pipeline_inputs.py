@@ -122,34 +122,34 @@ def parse_id2label(id2label, num_classes: int) -> dict[int, str] | None:
 class LabelIndex:
     """Class-name lookup built from `id2label` (every comma-separated synonym is a name).
 
-    Names match exactly first, then case-insensitively (`str.casefold`, surrounding spaces ignored); a
-    case-insensitive match shared by different classes is an error asking for the exact spelling.
+    Names match exactly first, then case-insensitively (`str.casefold`, surrounding spaces ignored). A name that
+    belongs to several classes (exactly, like ImageNet's two `"crane"` classes, or only case-insensitively) is an
+    error listing the candidates: use the class id or the exact spelling.
     """
 
     def __init__(self, id2label: Mapping[int, str] | None):
-        self.exact: dict[str, int] = {}
+        exact: dict[str, set[int]] = {}
         folded: dict[str, set[int]] = {}
         for class_id, names in (id2label or {}).items():
             for name in names.split(","):
                 name = name.strip()
                 if name:
-                    self.exact.setdefault(name, class_id)
+                    exact.setdefault(name, set()).add(class_id)
                     folded.setdefault(name.casefold(), set()).add(class_id)
-        self.exact = dict(sorted(self.exact.items()))
+        self.exact = {name: min(ids) for name, ids in sorted(exact.items())}
+        self.exact_ids = exact
         self.folded = folded
 
     def lookup(self, name: str) -> int:
         stripped = name.strip()
-        if stripped in self.exact:
-            return self.exact[stripped]
-        ids = self.folded.get(stripped.casefold(), set())
+        ids = self.exact_ids.get(stripped) or self.folded.get(stripped.casefold(), set())
         if len(ids) == 1:
             return next(iter(ids))
         if len(ids) > 1:
             spellings = [n for n in self.exact if n.casefold() == stripped.casefold()]
             raise ValueError(
-                f"`class_labels`: class name {name!r} is ambiguous: it matches {spellings} (classes {sorted(ids)}) case-insensitively; "
-                "use the exact spelling or the class id."
+                f"`class_labels`: class name {name!r} is ambiguous: it names classes {sorted(ids)} ({spellings}); "
+                "use the class id or the exact spelling of one class."
             )
         known = ", ".join(list(self.exact)[:20])
         raise ValueError(f"`class_labels`: {name!r} is not a known class name. Known names include: {known}.")
