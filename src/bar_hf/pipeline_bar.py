@@ -129,8 +129,8 @@ class BARPipeline(DiffusionPipeline):
     def get_label_ids(self, label: str | list[str]) -> list[int]:
         """Map class names (any comma-separated synonym of `id2label`) to ids.
 
-        Names match exactly first, then case-insensitively; a case-insensitive name shared by several classes
-        raises a `ValueError` asking for the exact spelling.
+        Names match exactly first, then case-insensitively; a name shared by several classes (exactly, or only
+        case-insensitively) raises a `ValueError` listing the class ids.
         """
         labels = [label] if isinstance(label, str) else list(label)
         return [self._label_index.lookup(name) for name in labels]
@@ -250,8 +250,11 @@ class BARPipeline(DiffusionPipeline):
         r"""Generate images.
 
         Args:
-            class_labels (`int`, `str` or `list`): class ids (`0..num_classes-1`) or names from `id2label`.
-            num_images_per_label (`int`, *optional*, defaults to 1): images per label (labels repeated in order).
+            class_labels (`int`, `str` or `list`): class ids (`0..num_classes-1`) or names from `id2label` (exact, then
+                case-insensitive match); numpy / torch integer arrays and DiT-style nested lists (`[[1], [1]]`) are
+                flattened in row-major order.
+            num_images_per_label (`int`, *optional*, defaults to 1): images per label (labels repeated in order); at
+                most `max_batch_size` images per call, and the batch's estimated memory must fit the device.
             guidance_scale (`float`, *optional*): CFG scale `g` (CFG is on when `g > 1`); defaults to the value
                 saved with the pipeline.
             guidance_schedule (`str`, *optional*): `"linear"` (weight `1 + (g − 1)·i/N` at AR step `i`, the
@@ -267,7 +270,9 @@ class BARPipeline(DiffusionPipeline):
             return_dict (`bool`, *optional*, defaults to `True`): return an `ImagePipelineOutput`.
             callback_on_step_end (`Callable`, *optional*): `fn(pipe, i, t, callback_kwargs) -> dict`, called after
                 each AR step; may replace `bits` (the tokens generated so far, `(batch, i + 1, k)`; only the newest
-                token is fed to the backbone, earlier edits change the decoded image, not the cached context). Setting
+                token is fed to the backbone, earlier edits change the decoded image, not the cached context). It must
+                return a dict, and returned or edited `bits` must hold only 0/1 (checked: one device sync per step
+                with a callback). Setting
                 `pipe._interrupt = True` stops early and returns the AR tokens generated so far instead of images.
             callback_on_step_end_tensor_inputs (`list[str]`, *optional*): tensors passed to the callback, from
                 `["bits", "conditions"]`.
