@@ -151,13 +151,20 @@ def mostly(valid, invalid):
     return st.integers(0, 9).flatmap(lambda r: invalid if r == 5 else valid)  # 5: not a boundary hypothesis favours
 
 
+def tagged(valid, invalid):
+    """As `mostly`, drawing `(value, drawn_from_valid)` so the test knows which arguments may be the offending ones."""
+    return st.integers(0, 9).flatmap(
+        lambda r: invalid.map(lambda v: (v, False)) if r == 5 else valid.map(lambda v: (v, True))
+    )
+
+
 valid_label = st.one_of(
     st.integers(0, NUM_CLASSES - 1),
     st.sampled_from(["ant", "ALPHA", " Alpha ", "bee", "Bee", "cat", "CAT", "2"]),
     st.integers(0, NUM_CLASSES - 1).map(np.int64),
     st.integers(0, NUM_CLASSES - 1).map(torch.tensor),
 )
-p_labels = mostly(
+p_labels = tagged(
     st.one_of(
         valid_label,
         st.lists(valid_label, min_size=1, max_size=2),
@@ -167,31 +174,31 @@ p_labels = mostly(
     ),
     class_labels,
 )
-p_count = mostly(_scalar_variants([1, 2]), st.sampled_from([0, -1, 1.5, "2", True, None, 10**6]))
-p_guidance = mostly(
+p_count = tagged(_scalar_variants([1, 2]), st.sampled_from([0, -1, 1.5, "2", True, None, 10**6]))
+p_guidance = tagged(
     st.one_of(st.none(), st.floats(0, 6), _scalar_variants([0.0, 1.0, 3.0, 2])),
     st.sampled_from([float("nan"), float("inf"), -float("inf"), -1.0, "2", True, [1.0], np.float32("nan")]),
 )
-p_schedule = mostly(st.sampled_from([None, "linear", "constant"]), st.sampled_from(["", "cosine", 1, "LINEAR"]))
-p_steps = mostly(
+p_schedule = tagged(st.sampled_from([None, "linear", "constant"]), st.sampled_from(["", "cosine", 1, "LINEAR"]))
+p_steps = tagged(
     st.one_of(st.none(), st.integers(1, NUM_BITS), _scalar_variants([1, 2])), st.sampled_from([0, 4, -1, 2.0, "2"])
 )
-p_alloc = mostly(
+p_alloc = tagged(
     st.sampled_from([None, None, [1, 2], [3], [1, 1, 1], (1, 2)]).map(lambda v: v),
     st.one_of(st.sampled_from([[2, 1], [], [0, 3], [1.0, 2.0], "[1, 2]", 3, [1, 1]]), allocations),
 )
-p_temperature = mostly(
+p_temperature = tagged(
     st.one_of(st.none(), st.floats(0, 3), _scalar_variants([0.0, 1.0, 2])),
     st.sampled_from([float("nan"), float("inf"), -1.0, "1", True]),
 )
-p_generator = mostly(
+p_generator = tagged(
     st.sampled_from([None, "single", "per_image"]),
     st.sampled_from([0, [None], "seed", "short_list", "long_list"]),
 )
-p_output = mostly(st.sampled_from(["latent", "latent", "np", "pt", "pil"]), st.sampled_from(["jpeg", None, "PIL"]))
-p_return = mostly(st.booleans(), st.sampled_from([1, None, "yes"]))
-p_cache = mostly(st.sampled_from(["dynamic", "static"]), st.sampled_from(["paged", None, 1]))
-p_inputs = mostly(
+p_output = tagged(st.sampled_from(["latent", "latent", "np", "pt", "pil"]), st.sampled_from(["jpeg", None, "PIL"]))
+p_return = tagged(st.booleans(), st.sampled_from([1, None, "yes"]))
+p_cache = tagged(st.sampled_from(["dynamic", "static"]), st.sampled_from(["paged", None, 1]))
+p_inputs = tagged(
     st.sampled_from([None, ["bits"], ["bits", "conditions"], ["conditions"], []]),
     st.sampled_from([["latents"], "bits", 5, ["bits", "latents"]]),
 )
@@ -275,28 +282,45 @@ def test_fuzz_pipeline_call(
     pipe, labels, count, guidance_scale, guidance_schedule, num_inference_steps, tokens_allocation, temperature,
     generator, output_type, return_dict, cache_implementation, callback, inputs,
 ):  # fmt: skip
-    callback_fn, callback_kind, callback_value = callback
-    try:
-        batch_hint = len(pipe._resolve_labels(labels)) * int(count)
-    except (ValueError, TypeError):
-        batch_hint = 1
-    kwargs = dict(
-        num_images_per_label=count, guidance_scale=guidance_scale, guidance_schedule=guidance_schedule,
-        num_inference_steps=num_inference_steps, tokens_allocation=tokens_allocation, temperature=temperature,
-        generator=_make_generator(generator, min(batch_hint, 8)), output_type=output_type, return_dict=return_dict,
-        cache_implementation=cache_implementation, callback_on_step_end=callback_fn,
+    args = dict(
+        class_labels=labels, num_images_per_label=count, guidance_scale=guidance_scale,
+        guidance_schedule=guidance_schedule, num_inference_steps=num_inference_steps,
+        tokens_allocation=tokens_allocation, temperature=temperature, generator=generator, output_type=output_type,
+        return_dict=return_dict, cache_implementation=cache_implementation,
         callback_on_step_end_tensor_inputs=inputs,
     )  # fmt: skip
+    suspects = {name for name, (_, drawn_valid) in args.items() if not drawn_valid}  # may be the offending ones
+    kwargs = {name: value for name, (value, _) in args.items()}
+    callback_fn, callback_kind, callback_value = callback
+    if _callback_is_bad(callback_kind, callback_value, kwargs["callback_on_step_end_tensor_inputs"]):
+        suspects.add("callback_on_step_end")
+    if num_inference_steps[0] is not None and tokens_allocation[0] is not None:
+        suspects |= {"num_inference_steps", "tokens_allocation"}  # both valid alone, they may disagree
+    labels = kwargs.pop("class_labels")
     try:
-        out = pipe(labels, **kwargs)
+        batch_hint = len(pipe._resolve_labels(labels)) * int(kwargs["num_images_per_label"])
+    except (ValueError, TypeError):
+        batch_hint = 1
+    kwargs["generator"] = _make_generator(kwargs["generator"], min(batch_hint, 8))
+    try:
+        out = pipe(labels, **kwargs, callback_on_step_end=callback_fn)
     except (ValueError, TypeError) as error:
-        assert _named_argument(str(error)), f"error names no argument: {type(error).__name__}: {error}"
-        event(f"{type(error).__name__} naming `{_named_argument(str(error))}`")
+        named = _named_argument(str(error))
+        assert named, f"error names no argument: {type(error).__name__}: {error}"
+        assert named in suspects, f"error names `{named}`, not one of the offending {sorted(suspects)}: {error}"
+        event(f"{type(error).__name__} naming `{named}`")
         return
-    event(f"success ({output_type})")
+    event(f"success ({kwargs['output_type']})")
     assert not _must_fail(kwargs, callback_kind, callback_value), f"silently accepted {kwargs}"
-    batch = len(pipe._resolve_labels(labels)) * int(count)
-    _check_output(out, output_type, batch, return_dict)
+    batch = len(pipe._resolve_labels(labels)) * int(kwargs["num_images_per_label"])
+    _check_output(out, kwargs["output_type"], batch, kwargs["return_dict"])
+
+
+def _callback_is_bad(kind, value, tensor_inputs) -> bool:
+    if kind == "return_none":
+        return True
+    receives_bits = not isinstance(tensor_inputs, list) or "bits" in (tensor_inputs or ["bits"])
+    return receives_bits and (kind in ("reshape", "float") or (kind in ("replace", "inplace") and value not in (0, 1)))
 
 
 # ---------------------------------------------------------------------------------------------------- scheduler
