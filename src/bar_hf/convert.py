@@ -182,12 +182,19 @@ def load_authors_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        obj: Any = load_file(str(path), device="cpu")
-    else:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+            obj: Any = load_file(str(path), device="cpu")
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated / not a checkpoint / pickled code that `weights_only=True` refuses
+        raise ValueError(
+            f"checkpoint {path} could not be read as a PyTorch state dict (a truncated or corrupted file, not a "
+            "checkpoint, or a pickle holding objects other than tensors, which `torch.load(weights_only=True)` "
+            f"refuses to run): {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        ) from error
     if isinstance(obj, Mapping):
         for nested in ("state_dict", "model"):
             if isinstance(obj.get(nested), Mapping):
@@ -219,8 +226,11 @@ def load_authors_yaml(path: str | Path | Mapping | None) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
-    with open(path, encoding="utf-8") as handle:
-        data = yaml.safe_load(handle)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ValueError(f"config {path} is not a valid YAML file: {error}") from error
     if data is None:
         return {}
     if not isinstance(data, Mapping):
@@ -1143,6 +1153,15 @@ def _sampling_settings(
     if overrides:
         source += " + sampling_overrides"
     settings.update(overrides)
+    from .pipeline_inputs import check_guidance_scale, check_guidance_schedule
+
+    try:  # checked before converting: a stored bad value would make every call of the saved pipeline fail
+        if "guidance_scale" in settings:
+            settings["guidance_scale"] = check_guidance_scale(settings["guidance_scale"])
+        if "guidance_schedule" in settings:
+            check_guidance_schedule(settings["guidance_schedule"])
+    except (ValueError, TypeError) as error:
+        raise type(error)(f"{error} (sampling settings from {source})") from None
     return settings, source
 
 

@@ -14,7 +14,8 @@ authors used for their ImageNet numbers:
 * **FID**: ``|mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^1/2)`` with ``S = np.cov(features, rowvar=False)``.
   The trace of the matrix square root is computed from the eigenvalues of the symmetric PSD matrix
   ``S1^1/2 S2 S1^1/2`` (same eigenvalues as ``S1 S2``), so scipy is not needed; it agrees with ADM's
-  ``scipy.linalg.sqrtm`` up to floating-point error.
+  ``scipy.linalg.sqrtm`` up to floating-point error. Tiny negative results from rounding (identical sets) are
+  clamped to 0 (see :func:`frechet_distance`).
 * **Inception Score**: ``exp(mean KL(p(y|x) || p(y)))`` over consecutive splits of 5,000 samples, averaged (ADM).
 * **Precision / recall** (Kynkäänniemi et al., 2019): each sample's manifold ball has as radius the squared
   distance to its k-th nearest neighbour (k = 3) within its own set; precision is the fraction of generated
@@ -448,12 +449,18 @@ def compute_features(
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+# relative size (to |mu1 - mu2|^2 + tr S1 + tr S2) of a negative Fréchet distance treated as rounding error → 0
+FID_NEGATIVE_TOLERANCE = 1e-6
+
+
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
     """Fréchet distance between two Gaussians ``N(mu1, sigma1)`` and ``N(mu2, sigma2)`` (the FID formula).
 
     ``tr((sigma1 sigma2)^1/2)`` is the sum of the square roots of the eigenvalues of the symmetric PSD matrix
     ``sigma1^1/2 sigma2 sigma1^1/2``; tiny negative eigenvalues from rounding are clipped to zero. Symmetric in its
-    two arguments up to floating-point error. Computed in float64.
+    two arguments up to floating-point error. Computed in float64. The result is never negative: a tiny negative
+    value from rounding (at most ``FID_NEGATIVE_TOLERANCE`` = 1e-6 of ``|mu1 - mu2|^2 + tr(sigma1) + tr(sigma2)``;
+    identical image sets give about -1e-4 otherwise) is returned as 0.0, a larger one raises ``ValueError``.
     """
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
     sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
@@ -471,7 +478,19 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     middle = sqrt_sigma1 @ sigma2 @ sqrt_sigma1
     eigvals = np.linalg.eigvalsh((middle + middle.T) / 2)
     tr_covmean = float(np.sqrt(np.clip(eigvals, 0.0, None)).sum())
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_covmean)
+    scale = float(diff @ diff + np.trace(sigma1) + np.trace(sigma2))
+    distance = scale - 2.0 * tr_covmean
+    if distance < 0:
+        # the true value is >= 0; rounding in the eigen-decompositions leaves tiny negatives (identical sets:
+        # about -1e-4 for 2048-d Inception features), reported as 0. A clearly negative value means the inputs are
+        # not covariance matrices.
+        if distance < -FID_NEGATIVE_TOLERANCE * max(scale, 1.0):
+            raise ValueError(
+                f"Fréchet distance came out clearly negative ({distance:.6g}): `sigma1` / `sigma2` must be symmetric "
+                "positive semi-definite covariance matrices."
+            )
+        distance = 0.0
+    return distance
 
 
 def inception_score(logits: np.ndarray, split_size: int = IS_SPLIT_SIZE) -> tuple[float, float]:

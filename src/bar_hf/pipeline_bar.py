@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 
-import numpy as np
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
@@ -16,6 +15,21 @@ from .bits import MASK_BIT, patchify_bits, unpatchify_bits
 from .hub_utils import push_pipeline_to_hub, write_remote_code_shims
 from .layerwise_casting import enable_layerwise_casting
 from .modeling_bar import BARForCausalImageModeling
+from .pipeline_inputs import (
+    MAX_BATCH_SIZE,
+    LabelIndex,
+    as_float,
+    as_int,
+    check_batch_size,
+    check_callback_bits,
+    check_callback_outputs,
+    check_generator,
+    check_guidance_scale,
+    check_guidance_schedule,
+    estimate_sampling_memory,
+    parse_id2label,
+)
+from .pipeline_loading import check_component_weights
 from .scheduling_bar import BARSchedulerMixin
 from .vq_model_bar import BARVQModel
 
@@ -24,6 +38,7 @@ __all__ = ["BARPipeline", "guidance_weight"]
 logger = logging.get_logger(__name__)
 
 _GUIDANCE_SCHEDULES = ("linear", "constant")
+_COMPONENT_TYPES = {"vqvae": BARVQModel, "transformer": BARForCausalImageModeling, "scheduler": BARSchedulerMixin}
 
 
 def guidance_weight(guidance_scale: float, step: int, num_steps: int, schedule: str = "linear") -> float:
@@ -60,6 +75,7 @@ class BARPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "transformer->vqvae"
+    max_batch_size = MAX_BATCH_SIZE  # images per call (`len(class_labels) * num_images_per_label`)
     _callback_tensor_inputs = ["bits", "conditions", "latents"]
 
     def __init__(
@@ -72,6 +88,12 @@ class BARPipeline(DiffusionPipeline):
         guidance_schedule: str = "linear",
     ):
         super().__init__()
+        for name, component in (("vqvae", vqvae), ("transformer", transformer), ("scheduler", scheduler)):
+            if not isinstance(component, _COMPONENT_TYPES[name]):
+                raise TypeError(
+                    f"`{name}` must be a {_COMPONENT_TYPES[name].__name__}, got {type(component).__name__} (check the "
+                    f"`{name}` entry of model_index.json)."
+                )
         if vqvae.config.num_bits != transformer.config.num_bits:
             raise ValueError(
                 f"`vqvae` has {vqvae.config.num_bits} bits per token but `transformer` expects "
@@ -88,26 +110,17 @@ class BARPipeline(DiffusionPipeline):
                 f"`scheduler.config.bits_per_token` ({scheduler.config.bits_per_token}) must equal the transformer's "
                 f"bits per AR step k={transformer.config.bits_per_step}."
             )
-        if guidance_schedule not in _GUIDANCE_SCHEDULES:
-            raise ValueError(f"`guidance_schedule` must be one of {_GUIDANCE_SCHEDULES}, got {guidance_schedule!r}.")
+        guidance_scale = check_guidance_scale(guidance_scale)
+        check_guidance_schedule(guidance_schedule)
+        id2label = parse_id2label(id2label, transformer.config.num_classes)
         self.register_modules(vqvae=vqvae, transformer=transformer, scheduler=scheduler)
-        if id2label is not None:
-            id2label = {int(k): str(v) for k, v in id2label.items()}
-            bad = [k for k in id2label if not 0 <= k < transformer.config.num_classes]
-            if bad:
-                raise ValueError(
-                    f"`id2label` keys must be class ids in [0, {transformer.config.num_classes}), got {bad[:5]}."
-                )
         self.register_to_config(
             id2label={str(k): v for k, v in id2label.items()} if id2label else None,
-            guidance_scale=float(guidance_scale),
+            guidance_scale=guidance_scale,
             guidance_schedule=guidance_schedule,
         )
-        self.labels = {}
-        for key, names in (id2label or {}).items():
-            for name in names.split(","):
-                self.labels[name.strip()] = key
-        self.labels = dict(sorted(self.labels.items()))
+        self._label_index = LabelIndex(id2label)
+        self.labels = self._label_index.exact  # exact name → id (every comma-separated synonym)
 
     # ------------------------------------------------------------------------------------------------ labels
     @property
@@ -115,38 +128,17 @@ class BARPipeline(DiffusionPipeline):
         return {int(k): v for k, v in (self.config.id2label or {}).items()}
 
     def get_label_ids(self, label: str | list[str]) -> list[int]:
-        """Map class names (any comma-separated synonym of `id2label`) to ids."""
+        """Map class names (any comma-separated synonym of `id2label`) to ids.
+
+        Names match exactly first, then case-insensitively; a name shared by several classes (exactly, or only
+        case-insensitively) raises a `ValueError` listing the class ids.
+        """
         labels = [label] if isinstance(label, str) else list(label)
-        ids = []
-        for name in labels:
-            if name not in self.labels:
-                known = ", ".join(list(self.labels)[:20])
-                raise ValueError(f"`{name}` is not a known class name. Known names include: {known}.")
-            ids.append(self.labels[name])
-        return ids
+        return [self._label_index.lookup(name) for name in labels]
 
     def _resolve_labels(self, class_labels) -> list[int]:
-        if isinstance(class_labels, (int, str, np.integer)):
-            class_labels = [class_labels]
-        if isinstance(class_labels, torch.Tensor):
-            class_labels = class_labels.flatten().tolist()
-        if not isinstance(class_labels, (list, tuple)) or len(class_labels) == 0:
-            raise ValueError(f"`class_labels` must be a non-empty list of class ids or names, got {class_labels!r}.")
-        num_classes = self.transformer.config.num_classes
-        ids = []
-        for label in class_labels:
-            if isinstance(label, str):
-                if label.strip().lstrip("-").isdigit():
-                    label = int(label)
-                else:
-                    ids.extend(self.get_label_ids(label))
-                    continue
-            if isinstance(label, bool) or not isinstance(label, (int, np.integer)):
-                raise ValueError(f"`class_labels` entries must be ints or names, got {label!r}.")
-            if not 0 <= int(label) < num_classes:
-                raise ValueError(f"class label {int(label)} is out of range: ids must be in [0, {num_classes}).")
-            ids.append(int(label))
-        return ids
+        """Class ids from ids, names, numpy / torch arrays or DiT-style nested lists (flattened row-major)."""
+        return self._label_index.resolve(class_labels, self.transformer.config.num_classes)
 
     # ------------------------------------------------------------------------------------------------ properties
     @property
@@ -178,22 +170,62 @@ class BARPipeline(DiffusionPipeline):
             enable_layerwise_casting(model, storage_dtype, compute_dtype, non_blocking=non_blocking)
 
     def check_inputs(self, guidance_scale, generator, batch_size, output_type, callback_tensor_inputs) -> None:
-        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or guidance_scale < 0:
-            raise ValueError(f"`guidance_scale` must be a number >= 0, got {guidance_scale!r}.")
-        if isinstance(generator, (list, tuple)) and len(generator) != batch_size:
-            raise ValueError(
-                f"`generator` is a list of {len(generator)} generators but {batch_size} images are requested; pass "
-                "one generator per image."
-            )
-        if output_type not in ("pil", "np", "pt", "latent"):
+        check_guidance_scale(guidance_scale)
+        check_generator(generator, batch_size)
+        if not isinstance(output_type, str) or output_type not in ("pil", "np", "pt", "latent"):
             raise ValueError(f"`output_type` must be one of 'pil', 'np', 'pt', 'latent', got {output_type!r}.")
         if callback_tensor_inputs is not None:
+            if not isinstance(callback_tensor_inputs, (list, tuple)):
+                raise TypeError(
+                    "`callback_on_step_end_tensor_inputs` must be a list of tensor names, got "
+                    f"{callback_tensor_inputs!r}."
+                )
             unknown = [k for k in callback_tensor_inputs if k not in self._callback_tensor_inputs]
             if unknown:
                 raise ValueError(
                     f"`callback_on_step_end_tensor_inputs` must be a subset of {self._callback_tensor_inputs}, "
                     f"got unknown {unknown}."
                 )
+
+    def _check_call_inputs(
+        self,
+        class_labels,
+        num_images_per_label,
+        guidance_scale,
+        guidance_schedule,
+        num_inference_steps,
+        temperature,
+        generator,
+        output_type,
+        return_dict,
+        callback_on_step_end,
+        callback_tensor_inputs,
+        cache_implementation,
+    ) -> tuple[list[int], float, str, int | None, float | None]:
+        """Validate and normalise `__call__`'s arguments (numpy / torch scalars become Python numbers)."""
+        if callback_on_step_end is not None and not callable(callback_on_step_end):
+            raise TypeError(f"`callback_on_step_end` must be callable, got {type(callback_on_step_end).__name__}.")
+        num_images_per_label = as_int(num_images_per_label, "num_images_per_label", minimum=1)
+        labels = [label for label in self._resolve_labels(class_labels) for _ in range(num_images_per_label)]
+        guidance_scale = self.config.guidance_scale if guidance_scale is None else guidance_scale
+        guidance_schedule = self.config.guidance_schedule if guidance_schedule is None else guidance_schedule
+        self.check_inputs(guidance_scale, generator, len(labels), output_type, callback_tensor_inputs)
+        guidance_scale = check_guidance_scale(guidance_scale)
+        check_guidance_schedule(guidance_schedule)
+        if not isinstance(cache_implementation, str) or cache_implementation not in ("dynamic", "static"):
+            raise ValueError(f"`cache_implementation` must be 'dynamic' or 'static', got {cache_implementation!r}.")
+        if not isinstance(return_dict, bool):
+            raise TypeError(f"`return_dict` must be a bool, got {return_dict!r}.")
+        if num_inference_steps is not None:
+            num_inference_steps = as_int(num_inference_steps, "num_inference_steps")
+        if temperature is not None:
+            temperature = as_float(temperature, "temperature", minimum=0.0)
+        height, width = (size * self.vqvae.config.patch_size for size in self.vqvae.grid_size)
+        pixels = self.vqvae.config.out_channels * height * width
+        config, dtype = self.transformer.config, self.transformer.dtype
+        estimate = estimate_sampling_memory(config, len(labels), guidance_scale > 1, dtype, pixels)
+        check_batch_size(len(labels), estimate, self._execution_device, self.max_batch_size)
+        return labels, guidance_scale, guidance_schedule, num_inference_steps, temperature
 
     # ------------------------------------------------------------------------------------------------ sampling
     def _sample_token(self, conditions, weight, batch_size, generator) -> torch.Tensor:
@@ -225,10 +257,13 @@ class BARPipeline(DiffusionPipeline):
         if "latents" in tensor_inputs:
             available["latents"] = self._latents_view(bits, generated)
             latents_before = available["latents"].clone()
-        outputs = callback(self, i, i, {name: available[name] for name in tensor_inputs})
+        outputs = check_callback_outputs(callback(self, i, i, {name: available[name] for name in tensor_inputs}), i)
         replaced = outputs.pop("bits", None)
         if replaced is not None and replaced is not available["bits"]:
+            check_callback_bits(replaced, tuple(available["bits"].shape), i)
             bits[:, :generated] = replaced
+        elif "bits" in tensor_inputs:  # edited in place: still only 0/1 allowed
+            check_callback_bits(available["bits"], tuple(available["bits"].shape), i)
         latents = outputs.pop("latents", None)
         if latents is None or "latents" not in tensor_inputs:
             return
@@ -267,8 +302,11 @@ class BARPipeline(DiffusionPipeline):
         r"""Generate images.
 
         Args:
-            class_labels (`int`, `str` or `list`): class ids (`0..num_classes-1`) or names from `id2label`.
-            num_images_per_label (`int`, *optional*, defaults to 1): images per label (labels repeated in order).
+            class_labels (`int`, `str` or `list`): class ids (`0..num_classes-1`) or names from `id2label` (exact, then
+                case-insensitive match); numpy / torch integer arrays and DiT-style nested lists (`[[1], [1]]`) are
+                flattened in row-major order.
+            num_images_per_label (`int`, *optional*, defaults to 1): images per label (labels repeated in order); at
+                most `max_batch_size` images per call, and the batch's estimated memory must fit the device.
             guidance_scale (`float`, *optional*): CFG scale `g` (CFG is on when `g > 1`); defaults to the value
                 saved with the pipeline.
             guidance_schedule (`str`, *optional*): `"linear"` (weight `1 + (g − 1)·i/N` at AR step `i`, the
@@ -287,7 +325,9 @@ class BARPipeline(DiffusionPipeline):
                 (diffusers' name: all bits in the `output_type="latent"` layout `(batch, latent tokens, num_bits)`,
                 `MASK_BIT` = 2 where not generated yet; after the last step it equals the `"latent"` output). Only the
                 newest token is fed to the backbone: earlier edits change the decoded image, not the cached context.
-                Setting `pipe._interrupt = True` stops early and returns the AR tokens generated so far.
+                It must return a dict, and returned or edited `bits` must hold only 0/1 (checked: one device sync per
+                step with a callback). Setting `pipe._interrupt = True` stops early and returns the AR tokens
+                generated so far.
             callback_on_step_end_tensor_inputs (`list[str]`, *optional*): tensors passed to the callback, from
                 `["bits", "conditions", "latents"]`; defaults to `["bits", "latents"]`.
             cache_implementation (`str`, *optional*, defaults to `"dynamic"`): KV cache of the backbone:
@@ -297,21 +337,13 @@ class BARPipeline(DiffusionPipeline):
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["bits", "latents"]
-        if (
-            isinstance(num_images_per_label, bool)
-            or not isinstance(num_images_per_label, int)
-            or num_images_per_label < 1
-        ):
-            raise ValueError(f"`num_images_per_label` must be a positive int, got {num_images_per_label!r}.")
-        labels = [label for label in self._resolve_labels(class_labels) for _ in range(num_images_per_label)]
+        labels, guidance_scale, guidance_schedule, num_inference_steps, temperature = self._check_call_inputs(
+            class_labels, num_images_per_label, guidance_scale, guidance_schedule, num_inference_steps, temperature,
+            generator, output_type, return_dict, callback_on_step_end, callback_on_step_end_tensor_inputs,
+            cache_implementation,
+        )  # fmt: skip
         batch_size = len(labels)
-        guidance_scale = self.config.guidance_scale if guidance_scale is None else guidance_scale
-        guidance_schedule = guidance_schedule or self.config.guidance_schedule
-        self.check_inputs(guidance_scale, generator, batch_size, output_type, callback_on_step_end_tensor_inputs)
         callback_inputs = callback_on_step_end_tensor_inputs
-        guidance_weight(guidance_scale, 0, 1, guidance_schedule)  # validates the schedule name
-        if cache_implementation not in ("dynamic", "static"):
-            raise ValueError(f"`cache_implementation` must be 'dynamic' or 'static', got {cache_implementation!r}.")
 
         self._guidance_scale = float(guidance_scale)
         self._interrupt = False
@@ -484,6 +516,21 @@ class BARPipeline(DiffusionPipeline):
             base_model=base_model,
             extra_tags=extra_tags,
         )
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """`DiffusionPipeline.from_pretrained`, then a strict weight check: a model component whose safetensors keys
+        or shapes differ from its config (missing or unexpected tensors) raises a `ValueError` naming the component
+        and the keys, instead of transformers'/diffusers' warning and randomly initialised weights. Components
+        passed in as arguments are not checked."""
+        pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        folder = str(pretrained_model_name_or_path)
+        if not os.path.isdir(folder):
+            folder = cls.download(folder, **kwargs)  # cached by the load above
+        for name in ("vqvae", "transformer"):
+            if name not in kwargs:
+                check_component_weights(name, getattr(pipe, name), os.path.join(folder, name), kwargs.get("variant"))
+        return pipe
 
     @classmethod
     def download(cls, pretrained_model_name, **kwargs) -> str:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from diffusers import ConfigMixin, SchedulerMixin
 from diffusers.configuration_utils import register_to_config
@@ -40,11 +42,13 @@ class BARBitSchedulerOutput(BaseOutput):
 
 def validate_tokens_allocation(tokens_allocation, bits_per_token: int) -> list[int]:
     """Check an allocation: positive ints, non-decreasing, summing to `bits_per_token` (the authors' rule)."""
+    if isinstance(tokens_allocation, (np.ndarray, torch.Tensor)) and tokens_allocation.ndim == 1:
+        tokens_allocation = tokens_allocation.tolist()  # numpy / torch integer vectors are accepted
     if not isinstance(tokens_allocation, (list, tuple)) or len(tokens_allocation) == 0:
         raise ValueError(f"`tokens_allocation` must be a non-empty list of ints, got {tokens_allocation!r}.")
     values = []
     for value in tokens_allocation:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise ValueError(f"`tokens_allocation` entries must be positive ints, got {list(tokens_allocation)}.")
         values.append(int(value))
     if any(b < a for a, b in zip(values, values[1:])):
@@ -65,8 +69,9 @@ def derive_tokens_allocation(num_inference_steps: int, bits_per_token: int, rule
       per-step increments are rounded by largest remainder, every step gets at least one bit, then sorted
       ascending (16 / 4 → `[1, 4, 5, 6]`).
     """
-    if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int):
+    if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, numbers.Integral):
         raise ValueError(f"`num_inference_steps` must be an int, got {num_inference_steps!r}.")
+    num_inference_steps = int(num_inference_steps)
     if not 1 <= num_inference_steps <= bits_per_token:
         raise ValueError(
             f"`num_inference_steps` must be in 1..k={bits_per_token} (each step reveals >= 1 bit), "
@@ -94,8 +99,14 @@ def _uniform(shape: tuple[int, ...], generator, device: torch.device) -> torch.T
     if isinstance(generator, (list, tuple)):
         if len(generator) != shape[0]:
             raise ValueError(f"`generator` list has {len(generator)} entries but the batch has {shape[0]} rows.")
+        if not all(isinstance(g, torch.Generator) for g in generator):
+            raise TypeError(f"`generator` list entries must be `torch.Generator`s, got {generator!r}.")
+        if not generator:
+            return torch.empty(shape, device=device)
         rows = [torch.rand(shape[1:], generator=g, device=g.device) for g in generator]
         return torch.stack(rows).to(device)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"`generator` must be a `torch.Generator`, a list of them or None, got {generator!r}.")
     gen_device = generator.device if generator is not None else device
     return torch.rand(shape, generator=generator, device=gen_device).to(device)
 
@@ -162,8 +173,12 @@ class BARBitScheduler(BARSchedulerMixin):
             raise ValueError(f"`bits_per_token` must be a positive int, got {bits_per_token!r}.")
         if tokens_allocation is not None:
             # the allocation wins over `num_inference_steps`; keep the stored config consistent with it
-            allocation = validate_tokens_allocation(list(tokens_allocation), bits_per_token)
-            self.register_to_config(num_inference_steps=len(allocation))
+            allocation = validate_tokens_allocation(tokens_allocation, bits_per_token)
+            self.register_to_config(num_inference_steps=len(allocation), tokens_allocation=allocation)
+        elif isinstance(num_inference_steps, np.integer):
+            self.register_to_config(num_inference_steps=int(num_inference_steps))  # JSON-serialisable config
+        if isinstance(temperature, (np.generic, torch.Tensor)) and np.ndim(temperature) == 0:
+            self.register_to_config(temperature=temperature.item())
         self.set_timesteps()
 
     # ------------------------------------------------------------------------------------------------ schedule
@@ -199,6 +214,8 @@ class BARBitScheduler(BARSchedulerMixin):
         else:
             allocation = derive_tokens_allocation(self.config.num_inference_steps, k, self.config.allocation_rule)
         temperature = self.config.temperature if temperature is None else temperature
+        if isinstance(temperature, (np.generic, torch.Tensor)) and np.ndim(temperature) == 0:
+            temperature = temperature.item()  # numpy / torch scalars are accepted
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0:
             raise ValueError(f"`temperature` must be a number >= 0, got {temperature!r}.")
         if not math.isfinite(temperature):
@@ -289,9 +306,15 @@ class BARBitScheduler(BARSchedulerMixin):
         k = self.config.bits_per_token
         if original_samples.dim() != 2 or original_samples.shape[1] != k:
             raise ValueError(f"`original_samples` must have shape (batch, {k}), got {tuple(original_samples.shape)}.")
-        mask_ratio = torch.as_tensor(mask_ratio, dtype=torch.float32).expand(original_samples.shape[0])
+        mask_ratio = torch.as_tensor(mask_ratio, dtype=torch.float32)
         if not ((mask_ratio >= 0) & (mask_ratio <= 1)).all():
             raise ValueError(f"`mask_ratio` must be in [0, 1], got {mask_ratio.tolist()}.")
+        if mask_ratio.dim() > 1 or mask_ratio.numel() not in (1, original_samples.shape[0]):
+            raise ValueError(
+                f"`mask_ratio` must be a scalar or one value per row ({original_samples.shape[0]}), got shape "
+                f"{tuple(mask_ratio.shape)}."
+            )
+        mask_ratio = mask_ratio.reshape(-1).expand(original_samples.shape[0])
         ranks = _uniform(tuple(original_samples.shape), generator, original_samples.device).argsort(-1).argsort(-1)
         num_masked = torch.round(k * mask_ratio.to(original_samples.device)).clamp(min=1)
         return torch.where(ranks < num_masked[:, None], torch.full_like(original_samples, MASK_BIT), original_samples)

@@ -8,6 +8,7 @@ modules, so converted weights map 1:1 (``encoder.embeddings``, ``encoder.encoder
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -62,6 +63,18 @@ class BARVQEncoderOutput(BaseOutput):
     bits: torch.Tensor
 
 
+class _QuantizerStaysFloat32(logging.Filter):
+    """Drop diffusers' `.to(dtype)` warning that `quantize` "should be kept in float32": `BARBitQuantizer._apply`
+    keeps it in float32, so the warning does not apply to `BARVQModel`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("There are modules in BARVQModel ") and "kept in float32" in message)
+
+
+logging.getLogger("diffusers.models.modeling_utils").addFilter(_QuantizerStaysFloat32())
+
+
 class BARBitQuantizer(nn.Module):
     """Binary FSQ (BAR_METHOD §2.3): `in_proj` to `num_bits` channels, one bit per channel, `out_proj` back.
 
@@ -84,6 +97,15 @@ class BARBitQuantizer(nn.Module):
             codes = 2 * quantized + 1
             bits = ((codes.detach() + 1) / 2).round().clamp(0, 1).to(torch.int64)
         return codes, bits
+
+    def _apply(self, fn, recurse=True):
+        # kept in float32 (`BARVQModel._keep_in_fp32_modules`) under `.to(bfloat16)` / `.half()` / `from_pipe(dtype)`
+        # too, not only when loading with `torch_dtype`: the bit decision must not depend on the storage dtype
+        super()._apply(fn, recurse)
+        for param in self.parameters():
+            if param.is_floating_point() and param.element_size() < 4:
+                param.data = param.data.float()
+        return self
 
     def project_in(self, features: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=features.device.type, enabled=False):
