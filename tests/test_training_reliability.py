@@ -141,25 +141,33 @@ def run_script(name, args, env=None):
     return subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
 
 
-def test_train_vq_exact_resume_after_sigkill_mid_epoch(workdir):  # noqa: F811
+@pytest.mark.parametrize("streaming", [False, True], ids=["map", "streaming"])
+def test_train_vq_exact_resume_after_sigkill_mid_epoch(workdir, streaming):  # noqa: F811
+    # streaming: 18 images in batches of 4 make 5 batches per epoch (the last one of 2), so checkpoint-6 is mid-epoch
+    tag = "stream" if streaming else "map"
+
     def args(out):
         return [
             "--train_data_dir", str(workdir / "images"), "--model_config", str(workdir / "vq.json"),
             "--output_dir", str(out), "--train_batch_size", "4", "--checkpointing_steps", "2", "--use_ema",
-            "--random_flip", "--random_crop", "--resize_to", "18", "--max_train_steps", "6",
-        ]  # fmt: skip
+            "--random_flip", "--random_crop", "--resize_to", "18", "--max_train_steps", "8" if streaming else "6",
+        ] + (["--streaming"] if streaming else [])  # fmt: skip
 
-    run_in_process("train_bar_vq", args(workdir / "vq_ref6"))
-    killed = run_script("train_bar_vq", args(workdir / "vq_mid"), env={"BAR_HF_SIGKILL_AT_STEP": "3"})
+    run_in_process("train_bar_vq", args(workdir / f"vq_ref_{tag}"))
+    killed = run_script(
+        "train_bar_vq", args(workdir / f"vq_mid_{tag}"), env={"BAR_HF_SIGKILL_AT_STEP": "7" if streaming else "3"}
+    )
     assert killed.returncode == -9
-    run_in_process("train_bar_vq", [*args(workdir / "vq_mid"), "--resume_from_checkpoint", "latest"])
-    for step in (4, 6):
-        a, b = workdir / "vq_ref6" / f"checkpoint-{step}", workdir / "vq_mid" / f"checkpoint-{step}"
+    last = read_checkpoint_marker(workdir / f"vq_mid_{tag}" / ("checkpoint-6" if streaming else "checkpoint-2"))
+    assert (last["epoch"], last["batches_in_epoch"]) == ((1, 1) if streaming else (0, 2))  # mid-epoch
+    run_in_process("train_bar_vq", [*args(workdir / f"vq_mid_{tag}"), "--resume_from_checkpoint", "latest"])
+    for step in (8,) if streaming else (4, 6):
+        a, b = workdir / f"vq_ref_{tag}" / f"checkpoint-{step}", workdir / f"vq_mid_{tag}" / f"checkpoint-{step}"
         assert_same_checkpoint(a, b)
         ema_a, ema_b = (torch.load(p / "custom_checkpoint_1.pkl", weights_only=False) for p in (a, b))
         assert all(torch.equal(x, y) for x, y in zip(ema_a["shadow_params"], ema_b["shadow_params"]))
-    wa = load_file(workdir / "vq_ref6" / "vqvae" / "diffusion_pytorch_model.safetensors")
-    wb = load_file(workdir / "vq_mid" / "vqvae" / "diffusion_pytorch_model.safetensors")
+    wa = load_file(workdir / f"vq_ref_{tag}" / "vqvae" / "diffusion_pytorch_model.safetensors")
+    wb = load_file(workdir / f"vq_mid_{tag}" / "vqvae" / "diffusion_pytorch_model.safetensors")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
