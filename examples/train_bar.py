@@ -40,6 +40,7 @@ from bar_hf.training_utils import (
     fault_point,
     image_to_tensor,
     load_image_dataset,
+    read_json_flag,
     resume_training_state,
     save_training_checkpoint,
     tokenizer_fingerprint,
@@ -172,7 +173,7 @@ def build_model(args: argparse.Namespace) -> BARForCausalImageModeling:
         return BARForCausalImageModeling.from_pretrained(args.pretrained_model_name_or_path)
     if args.preset:
         return BARForCausalImageModeling(BARConfig.from_preset(args.preset))
-    return BARForCausalImageModeling(BARConfig(**json.loads(Path(args.model_config).read_text())))
+    return BARForCausalImageModeling(BARConfig(**read_json_flag(args.model_config, "--model_config")))
 
 
 def load_pretokenized(args: argparse.Namespace, vq: BARVQModel, num_classes: int):

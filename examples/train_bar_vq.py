@@ -13,10 +13,8 @@ The final model is the EMA copy (decay `--ema_decay`, warm-up `min(decay, (1+s)/
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +39,7 @@ from bar_hf.training_utils import (
     image_to_tensor,
     load_image_dataset,
     random_crop_flip,
+    read_json_flag,
     resume_training_state,
     save_training_checkpoint,
     training_batches,
@@ -162,7 +161,7 @@ def validate_args(args: argparse.Namespace) -> None:
 def build_model(args: argparse.Namespace) -> BARVQModel:
     if args.pretrained_model_name_or_path:
         return BARVQModel.from_pretrained(args.pretrained_model_name_or_path)
-    config = json.loads(Path(args.model_config).read_text())
+    config = read_json_flag(args.model_config, "--model_config")
     model = BARVQModel(**config)
     if args.fsq_bias_init == "threshold":
         with torch.no_grad():

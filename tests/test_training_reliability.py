@@ -373,3 +373,15 @@ def test_train_bar_push_to_hub_uploads_model_card(workdir, tokens, trained_vq, t
     assert {"README.md", "model_index.json", "transformer/model.safetensors"} <= set(files)
     card = ModelCard(files["README.md"].decode())
     assert card.data.library_name == "diffusers" and 'BARPipeline.from_pretrained("user/tiny-trained")' in card.text
+
+
+@pytest.mark.parametrize("script", ["train_bar", "train_bar_vq"])
+def test_unreadable_model_config_names_the_flag(script, trained_vq, tmp_path):  # noqa: F811
+    module = load_script(script)
+    (tmp_path / "bad.json").write_text("{not json")
+    argv = ["--use_dummy_data", "--output_dir", str(tmp_path / "run"), "--max_train_steps", "1"]
+    if script == "train_bar":
+        argv += ["--vqvae_model_name_or_path", str(trained_vq)]
+    for config in (tmp_path / "missing.json", tmp_path / "bad.json"):
+        with pytest.raises(ValueError, match="--model_config"):
+            module.main(module.parse_args([*argv, "--model_config", str(config)]))

@@ -44,6 +44,7 @@ __all__ = [
     "training_batches",
     "check_flags",
     "check_columns",
+    "read_json_flag",
     "tokenizer_fingerprint",
 ]
 
@@ -431,6 +432,17 @@ def check_columns(dataset, columns: dict[str, str | None]) -> None:
                 f"the dataset has no column {column!r} (its columns: {sorted(names)}); name the right one with "
                 f"`{flag}`."
             )
+
+
+def read_json_flag(path: str, flag: str) -> dict:
+    """A JSON object file given on the command line; `ValueError` naming `flag` when it is missing or malformed."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"`{flag}` must be a readable JSON file, got {path!r}: {error}") from error
+    if not isinstance(value, dict):
+        raise ValueError(f"`{flag}` must hold a JSON object of config arguments, got {type(value).__name__}.")
+    return value
 
 
 def tokenizer_fingerprint(vq) -> str:
