@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from bar_hf import BARPipeline, BARVQModel
+from bar_hf.training_utils import read_checkpoint_marker
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -160,18 +161,20 @@ def run_train_bar(workdir, tokens, trained_vq, out, extra=(), env=None):
 
 def test_train_bar_on_the_fly_with_two_processes(workdir, trained_vq):
     out = workdir / "bar_ddp"
+    # `accelerate launch --cpu --num_processes 2` starts a single process; torchrun + ACCELERATE_USE_CPU gives two
+    # gloo (MULTI_CPU) processes
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu", str(EXAMPLES / "train_bar.py"),
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(EXAMPLES / "train_bar.py"),
         "--train_data_dir", str(workdir / "images"), "--random_flip", "--vqvae_model_name_or_path", str(trained_vq),
         "--model_config", str(workdir / "bar.json"), "--output_dir", str(out), "--train_batch_size", "2",
         "--max_train_steps", "2", "--checkpointing_steps", "2",
     ]  # fmt: skip
-    result = subprocess.run(
-        command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300
-    )
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
+    result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (out / "checkpoint-2").is_dir()
+    # a complete checkpoint with the RNG states of both processes (every process calls save_state)
+    marker = read_checkpoint_marker(out / "checkpoint-2")
+    assert {"random_states_0.pkl", "random_states_1.pkl", "model.safetensors"} <= set(marker["files"])
     pipe = BARPipeline.from_pretrained(out / "pipeline")
     assert pipe.transformer.config.num_classes == 3
 
