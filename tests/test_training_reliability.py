@@ -110,6 +110,7 @@ def test_train_bar_kill_during_checkpoint_write(workdir, tokens, trained_vq, bar
     # also the layout an older version left behind: a partial `checkpoint-6` (no optimizer.bin, no marker)
     (out / ".tmp-checkpoint-6").rename(out / "checkpoint-6")
     (out / "checkpoint-6" / "optimizer.bin").unlink()
+    (out / ".tmp-checkpoint-5").mkdir()  # a leftover of an earlier kill, removed after the next complete save
     assert resolve_resume_checkpoint(out, "latest") == out / "checkpoint-4"
     with pytest.raises(ValueError, match="--resume_from_checkpoint.*incomplete"):
         resolve_resume_checkpoint(out, "checkpoint-6")

@@ -391,6 +391,8 @@ def save_training_checkpoint(
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         _finalize_checkpoint(tmp, final, progress.state_dict())
+        for leftover in output_dir.glob(f"{_TMP_PREFIX}*checkpoint-*"):  # from runs killed while saving
+            shutil.rmtree(leftover, ignore_errors=True)
         prune_checkpoints(output_dir, total_limit)
     accelerator.wait_for_everyone()
     return final
