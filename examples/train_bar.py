@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 from pathlib import Path
 
 import datasets
@@ -27,15 +26,25 @@ from tqdm.auto import tqdm
 from bar_hf import BARBitScheduler, BARConfig, BARForCausalImageModeling, BARPipeline, BARVQModel
 from bar_hf.modeling_bar import order_annealing_ratio, weight_decay_parameter_groups
 from bar_hf.training_utils import (
+    AT_LEAST_0,
+    AT_LEAST_1,
+    BETA,
+    FASHION_MNIST_DIR,
+    POSITIVE,
     AugmentationState,
+    check_columns,
+    check_flags,
     cosine_with_warmup,
     create_accelerator,
     dummy_image_dataset,
-    epoch_batches,
+    fault_point,
     image_to_tensor,
     load_image_dataset,
+    read_json_flag,
     resume_training_state,
     save_training_checkpoint,
+    tokenizer_fingerprint,
+    training_batches,
     upload_to_hub,
 )
 
@@ -49,6 +58,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--dataset_name", default=None, help="images tokenized on the fly (Hub / disk / local name)")
     data.add_argument("--dataset_config_name", default=None)
     data.add_argument("--train_data_dir", default=None, help="an imagefolder directory (tokenized on the fly)")
+    data.add_argument(
+        "--fashion_mnist_dir", default=FASHION_MNIST_DIR, help="IDX files read by --dataset_name fashion_mnist_local"
+    )
     data.add_argument("--use_dummy_data", action="store_true", help="random images tokenized on the fly")
     data.add_argument("--image_column", default="image")
     data.add_argument("--label_column", default="label")
@@ -92,14 +104,68 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--hub_model_id", default=None)
     run.add_argument("--hub_token", default=None)
     args = parser.parse_args(argv)
+    try:
+        validate_args(args)
+    except ValueError as error:
+        parser.error(str(error))
+    return args
+
+
+#: Numeric flags and their rules (checked before anything is loaded).
+FLAG_RULES = {
+    "train_batch_size": AT_LEAST_1,
+    "max_train_steps": AT_LEAST_0,
+    "gradient_accumulation_steps": AT_LEAST_1,
+    "learning_rate": POSITIVE,
+    "min_learning_rate": AT_LEAST_0,
+    "lr_warmup_steps": AT_LEAST_0,
+    "adam_beta1": BETA,
+    "adam_beta2": BETA,
+    "adam_weight_decay": AT_LEAST_0,
+    "max_grad_norm": AT_LEAST_0,
+    "random_order_anneal_start": AT_LEAST_0,
+    "random_order_anneal_end": AT_LEAST_0,
+    "guidance_scale": AT_LEAST_0,
+    "temperature": AT_LEAST_0,
+    "num_inference_steps": AT_LEAST_1,
+    "validation_steps": AT_LEAST_1,
+    "num_validation_images": AT_LEAST_1,
+    "checkpointing_steps": AT_LEAST_1,
+    "checkpoints_total_limit": AT_LEAST_1,
+    "logging_steps": AT_LEAST_1,
+}
+
+
+def validate_args(args: argparse.Namespace) -> None:
+    """Every flag that can be checked without loading anything; `ValueError` naming the flag otherwise."""
     sources = [args.pretokenized_dataset, args.dataset_name, args.train_data_dir, args.use_dummy_data]
     if sum(bool(s) for s in sources) != 1:
-        parser.error("give exactly one of --pretokenized_dataset, --dataset_name, --train_data_dir, --use_dummy_data")
+        raise ValueError(
+            "give exactly one of --pretokenized_dataset, --dataset_name, --train_data_dir, --use_dummy_data"
+        )
     if sum(bool(s) for s in (args.model_config, args.preset, args.pretrained_model_name_or_path)) != 1:
-        parser.error("give exactly one of --model_config, --preset, --pretrained_model_name_or_path")
+        raise ValueError("give exactly one of --model_config, --preset, --pretrained_model_name_or_path")
     if (args.random_order_anneal_start is None) != (args.random_order_anneal_end is None):
-        parser.error("--random_order_anneal_start and --random_order_anneal_end go together")
-    return args
+        raise ValueError("--random_order_anneal_start and --random_order_anneal_end go together")
+    check_flags(args, FLAG_RULES)
+    if args.random_order_anneal_start is not None and args.random_order_anneal_end < args.random_order_anneal_start:
+        raise ValueError(
+            f"`--random_order_anneal_end` ({args.random_order_anneal_end}) must be >= `--random_order_anneal_start` "
+            f"({args.random_order_anneal_start})."
+        )
+    parse_tokens_allocation(args.tokens_allocation)
+
+
+def parse_tokens_allocation(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        allocation = json.loads(text)
+    except ValueError:
+        allocation = None
+    if not isinstance(allocation, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in allocation):
+        raise ValueError(f"`--tokens_allocation` must be a JSON list of ints such as [2,2,3,3], got {text!r}.")
+    return allocation
 
 
 def build_model(args: argparse.Namespace) -> BARForCausalImageModeling:
@@ -107,60 +173,111 @@ def build_model(args: argparse.Namespace) -> BARForCausalImageModeling:
         return BARForCausalImageModeling.from_pretrained(args.pretrained_model_name_or_path)
     if args.preset:
         return BARForCausalImageModeling(BARConfig.from_preset(args.preset))
-    return BARForCausalImageModeling(BARConfig(**json.loads(Path(args.model_config).read_text())))
+    return BARForCausalImageModeling(BARConfig(**read_json_flag(args.model_config, "--model_config")))
 
 
-def build_data(args: argparse.Namespace, vq: BARVQModel):
-    """Returns (dataloader, label names). Batches hold `bits` `(B, L, num_bits)` or `pixel_values`, and `label`."""
+def load_pretokenized(args: argparse.Namespace, vq: BARVQModel, num_classes: int):
+    """The dataset written by `pretokenize.py`, checked against the tokenizer (fingerprint, grid, bits) and the
+    model's class count. Returns `(dataset, transform, collate, label names)`."""
     num_tokens, num_bits = vq.num_tokens, vq.config.num_bits
-    if args.pretokenized_dataset:
-        root = Path(args.pretokenized_dataset)
-        metadata = json.loads((root / "metadata.json").read_text())
-        if (metadata["num_bits"], metadata["latent_height"] * metadata["latent_width"]) != (num_bits, num_tokens):
-            raise ValueError(
-                f"the pretokenized data ({metadata['num_bits']} bits, {metadata['latent_height']}x"
-                f"{metadata['latent_width']} grid) does not match the tokenizer ({num_bits} bits, {vq.grid_size})."
-            )
-        dataset = datasets.load_from_disk(str(root / "dataset"))
-        names = metadata.get("label_names")
+    root = Path(args.pretokenized_dataset)
+    if not (root / "metadata.json").is_file() or not (root / "dataset").is_dir():
+        raise ValueError(
+            f"`--pretokenized_dataset` {str(root)!r} has no metadata.json and dataset/ (not written by pretokenize.py, "
+            "or pretokenize.py did not finish: run it again, it resumes)."
+        )
+    metadata = json.loads((root / "metadata.json").read_text())
+    if (metadata["num_bits"], metadata["latent_height"] * metadata["latent_width"]) != (num_bits, num_tokens):
+        raise ValueError(
+            f"the pretokenized data ({metadata['num_bits']} bits, {metadata['latent_height']}x"
+            f"{metadata['latent_width']} grid) does not match the tokenizer ({num_bits} bits, {vq.grid_size})."
+        )
+    stored = metadata.get("vqvae_fingerprint")
+    if stored is None:
+        logger.warning(
+            "%s has no tokenizer fingerprint (older pretokenize.py): cannot check that it was made "
+            "with --vqvae_model_name_or_path",
+            root,
+        )
+    elif stored != tokenizer_fingerprint(vq):
+        raise ValueError(
+            f"`--pretokenized_dataset` {str(root)!r} was encoded by another tokenizer ({metadata.get('vqvae')!r}) "
+            f"than `--vqvae_model_name_or_path` {args.vqvae_model_name_or_path!r} (their weights differ); "
+            "pretokenize the data with this tokenizer or pass the one that made it."
+        )
+    if metadata.get("unconditional") and num_classes > 1:
+        logger.warning("%s was pretokenized with --unconditional: every label is 0", root)
+    dataset = datasets.load_from_disk(str(root / "dataset"))
+    labels = np.asarray(dataset.data.column("label"))
+    if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < num_classes:
+        raise ValueError(
+            f"`--pretokenized_dataset` holds labels {int(labels.min())}..{int(labels.max())} but the model has "
+            f"num_classes={num_classes} (labels must be in 0..{num_classes - 1})."
+        )
 
-        def transform(rows):
-            unpack = lambda p: np.unpackbits(np.asarray(p, np.uint8))[: num_tokens * num_bits]  # noqa: E731
-            return {
-                "tokens": [torch.from_numpy(unpack(p).reshape(num_tokens, num_bits)) for p in rows["tokens"]],
-                "tokens_flip": [
-                    torch.from_numpy(unpack(p).reshape(num_tokens, num_bits)) for p in rows["tokens_flip"]
-                ],
-                "label": rows["label"],
-            }
+    def unpack(packed):
+        flat = np.unpackbits(np.asarray(packed, np.uint8))[: num_tokens * num_bits]
+        return torch.from_numpy(flat.reshape(num_tokens, num_bits))
 
-        def collate(rows):
-            return {
-                "tokens": torch.stack([r["tokens"] for r in rows]).long(),
-                "tokens_flip": torch.stack([r["tokens_flip"] for r in rows]).long(),
-                "label": torch.tensor([r["label"] for r in rows]),
-            }
+    def transform(rows):
+        return {
+            "tokens": [unpack(p) for p in rows["tokens"]],
+            "tokens_flip": [unpack(p) for p in rows["tokens_flip"]],
+            "label": rows["label"],
+        }
+
+    def collate(rows):
+        return {
+            "tokens": torch.stack([r["tokens"] for r in rows]).long(),
+            "tokens_flip": torch.stack([r["tokens_flip"] for r in rows]).long(),
+            "label": torch.tensor([r["label"] for r in rows]),
+        }
+
+    return dataset, transform, collate, metadata.get("label_names")
+
+
+def load_images(args: argparse.Namespace, vq: BARVQModel, num_classes: int):
+    """Images tokenized on the fly, with their columns checked. Returns `(dataset, transform, collate, names)`."""
+    size = vq.config.sample_size if isinstance(vq.config.sample_size, int) else vq.config.sample_size[0]
+    if args.use_dummy_data:
+        dataset = dummy_image_dataset(32, size, vq.config.in_channels, num_classes=min(3, num_classes))
     else:
-        size = vq.config.sample_size if isinstance(vq.config.sample_size, int) else vq.config.sample_size[0]
-        if args.use_dummy_data:
-            dataset = dummy_image_dataset(32, size, vq.config.in_channels, num_classes=3)
-        else:
-            dataset = load_image_dataset(args.dataset_name, args.dataset_config_name, args.train_data_dir)
-        feature = dataset.features.get(args.label_column)
-        names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+        dataset = load_image_dataset(
+            args.dataset_name, args.dataset_config_name, args.train_data_dir, fashion_mnist_dir=args.fashion_mnist_dir
+        )
+    check_columns(dataset, {"--image_column": args.image_column, "--label_column": args.label_column})
+    feature = dataset.features.get(args.label_column)
+    names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+    if names is not None and len(names) > num_classes:
+        raise ValueError(
+            f"`--label_column` {args.label_column!r} has {len(names)} classes but the model has "
+            f"num_classes={num_classes}; use a model config with num_classes >= {len(names)}."
+        )
 
-        def transform(rows):
-            return {
-                "pixel_values": [image_to_tensor(img, size, vq.config.in_channels) for img in rows[args.image_column]],
-                "label": rows[args.label_column],
-            }
+    def transform(rows):
+        return {
+            "pixel_values": [image_to_tensor(img, size, vq.config.in_channels) for img in rows[args.image_column]],
+            "label": rows[args.label_column],
+        }
 
-        def collate(rows):
-            return {
-                "pixel_values": torch.stack([r["pixel_values"] for r in rows]),
-                "label": torch.tensor([r["label"] for r in rows]),
-            }
+    def collate(rows):
+        return {
+            "pixel_values": torch.stack([r["pixel_values"] for r in rows]),
+            "label": torch.tensor([r["label"] for r in rows]),
+        }
 
+    return dataset, transform, collate, names
+
+
+def build_data(args: argparse.Namespace, vq: BARVQModel, num_classes: int):
+    """Returns (dataloader, label names). Batches hold `bits` `(B, L, num_bits)` or `pixel_values`, and `label`."""
+    load = load_pretokenized if args.pretokenized_dataset else load_images
+    dataset, transform, collate, names = load(args, vq, num_classes)
+    if len(dataset) < args.train_batch_size:
+        raise ValueError(
+            f"`--train_batch_size` ({args.train_batch_size}) is larger than the dataset ({len(dataset)} examples): "
+            "incomplete batches are dropped, so an epoch would have no batch."
+        )
     dataset.set_transform(transform)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=args.train_batch_size, shuffle=True, drop_last=True, collate_fn=collate
@@ -184,13 +301,21 @@ def batch_bits(batch: dict, vq: BARVQModel, args, generator: torch.Generator, de
 
 
 def make_pipeline(vq, model, names, args) -> BARPipeline:
-    allocation = json.loads(args.tokens_allocation) if args.tokens_allocation else None
-    scheduler = BARBitScheduler(
-        bits_per_token=model.config.bits_per_step,
-        num_inference_steps=len(allocation) if allocation else args.num_inference_steps,
-        tokens_allocation=allocation,
-        temperature=args.temperature,
-    )
+    """The pipeline saved at the end; built once before training too, so that bad sampling flags fail up front."""
+    allocation = parse_tokens_allocation(args.tokens_allocation)
+    try:
+        scheduler = BARBitScheduler(
+            bits_per_token=model.config.bits_per_step,
+            num_inference_steps=len(allocation) if allocation else args.num_inference_steps,
+            tokens_allocation=allocation,
+            temperature=args.temperature,
+        )
+    except ValueError as error:
+        raise ValueError(
+            f"invalid sampling flags --tokens_allocation {args.tokens_allocation!r} / --num_inference_steps "
+            f"{args.num_inference_steps} / --temperature {args.temperature} for a model with "
+            f"{model.config.bits_per_step} bits per step: {error}"
+        ) from error
     id2label = {i: name for i, name in enumerate(names)} if names else None
     return BARPipeline(vq, model, scheduler, id2label=id2label, guidance_scale=args.guidance_scale)
 
@@ -217,9 +342,8 @@ def validate(vq, model, names, args, step: int, output_dir: Path, accelerator) -
     accelerator.log({"validation_grid": str(path)}, step=step)
 
 
-def main(args: argparse.Namespace) -> None:
-    accelerator, output_dir, repo_id = create_accelerator(args, "train_bar")
-    vq = BARVQModel.from_pretrained(args.vqvae_model_name_or_path).eval().requires_grad_(False).to(accelerator.device)
+def load_models(args: argparse.Namespace, device) -> tuple[BARVQModel, BARForCausalImageModeling]:
+    vq = BARVQModel.from_pretrained(args.vqvae_model_name_or_path).eval().requires_grad_(False).to(device)
     model = build_model(args)
     if (vq.config.num_bits, tuple(vq.grid_size)) != (
         model.config.num_bits,
@@ -231,7 +355,45 @@ def main(args: argparse.Namespace) -> None:
         )
     if args.gradient_checkpointing:
         model.activation_checkpointing_enable()
-    dataloader, names = build_data(args, vq)
+    return vq, model
+
+
+def train_step(batch, model, unwrapped, vq, args, augmentation, accelerator, optimizer, lr_scheduler, step: int):
+    """One (micro-)batch: bits, random orders, forward, backward, optimizer step. Returns `(loss, order ratio)`."""
+    with accelerator.accumulate(model):
+        bits = batch_bits(batch, vq, args, augmentation.generator, accelerator.device)
+        ratio = 0.0
+        if args.random_order_anneal_start is not None:
+            ratio = order_annealing_ratio(step, args.random_order_anneal_start, args.random_order_anneal_end)
+        orders = unwrapped.random_orders(bits.shape[0], ratio, "cpu", generator=augmentation.generator)
+        loss = model(bits, batch["label"].to(accelerator.device), orders=orders.to(accelerator.device)).loss
+        accelerator.backward(loss)
+        if accelerator.sync_gradients and args.max_grad_norm:
+            accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+        optimizer.step()
+        lr_scheduler.step()
+        optimizer.zero_grad()
+    return loss, ratio
+
+
+def save_and_push(vq, unwrapped, names, args, output_dir: Path, repo_id: str | None, accelerator) -> None:
+    """Save the final `BARPipeline`; with `--push_to_hub`, add the BAR model card (README.md) and upload."""
+    pipe = make_pipeline(vq, unwrapped.eval(), names, args)
+    pipe.save_pretrained(output_dir / "pipeline")
+    accelerator.print(f"saved the pipeline to {output_dir / 'pipeline'}")
+    if repo_id is not None:
+        from bar_hf.hub_utils import bar_model_card
+
+        bar_model_card(pipe, repo_id).save(str(output_dir / "pipeline" / "README.md"))
+        upload_to_hub(repo_id, output_dir / "pipeline", args.hub_token)
+
+
+def main(args: argparse.Namespace) -> None:
+    validate_args(args)
+    accelerator, output_dir, repo_id = create_accelerator(args, "train_bar")
+    vq, model = load_models(args, accelerator.device)
+    dataloader, names = build_data(args, vq, model.config.num_classes)
+    make_pipeline(vq, model, names, args)  # sampling flags fail now, not after training
     optimizer = torch.optim.AdamW(
         weight_decay_parameter_groups(model, args.adam_weight_decay),
         lr=args.learning_rate,
@@ -243,55 +405,39 @@ def main(args: argparse.Namespace) -> None:
     accelerator.register_for_checkpointing(augmentation)
     if accelerator.is_main_process:
         accelerator.init_trackers("train_bar", config={k: v for k, v in vars(args).items() if v is not None})
-
-    steps_per_epoch = math.ceil(len(dataloader) / args.gradient_accumulation_steps)
-    global_step, first_epoch, resume_batches = resume_training_state(
-        accelerator, output_dir, args.resume_from_checkpoint, steps_per_epoch, args.gradient_accumulation_steps
-    )
+    progress = resume_training_state(accelerator, output_dir, args.resume_from_checkpoint)
 
     unwrapped = accelerator.unwrap_model(model)
-    progress = tqdm(range(args.max_train_steps), initial=global_step, disable=not accelerator.is_local_main_process)
+    bar = tqdm(
+        range(args.max_train_steps), initial=progress.global_step, disable=not accelerator.is_local_main_process
+    )
     model.train()
-    epoch = first_epoch
-    while global_step < args.max_train_steps:
-        for batch in epoch_batches(accelerator, dataloader, epoch, first_epoch, resume_batches):
-            with accelerator.accumulate(model):
-                bits = batch_bits(batch, vq, args, augmentation.generator, accelerator.device)
-                ratio = 0.0
-                if args.random_order_anneal_start is not None:
-                    ratio = order_annealing_ratio(
-                        global_step, args.random_order_anneal_start, args.random_order_anneal_end
-                    )
-                orders = unwrapped.random_orders(bits.shape[0], ratio, "cpu", generator=augmentation.generator)
-                loss = model(bits, batch["label"].to(accelerator.device), orders=orders.to(accelerator.device)).loss
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and args.max_grad_norm:
-                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad()
-            if not accelerator.sync_gradients:
-                continue
-            global_step += 1
-            progress.update(1)
-            if global_step % args.logging_steps == 0:
-                values = {"loss": loss.item(), "lr": lr_scheduler.get_last_lr()[0], "random_order_ratio": ratio}
-                accelerator.log(values, step=global_step)
-                progress.set_postfix(loss=f"{values['loss']:.4f}")
-            if global_step % args.checkpointing_steps == 0:
-                save_training_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
-            if args.validation_steps and global_step % args.validation_steps == 0 and accelerator.is_main_process:
-                validate(vq, unwrapped, names, args, global_step, output_dir, accelerator)
-            if global_step >= args.max_train_steps:
-                break
-        epoch += 1
+    batches = (
+        training_batches(accelerator, dataloader, progress) if progress.global_step < args.max_train_steps else []
+    )
+    for batch in batches:
+        step_args = (vq, args, augmentation, accelerator, optimizer, lr_scheduler, progress.global_step)
+        loss, ratio = train_step(batch, model, unwrapped, *step_args)
+        if not accelerator.sync_gradients:
+            continue
+        progress.global_step += 1
+        global_step = progress.global_step
+        bar.update(1)
+        if global_step % args.logging_steps == 0:
+            values = {"loss": loss.item(), "lr": lr_scheduler.get_last_lr()[0], "random_order_ratio": ratio}
+            accelerator.log(values, step=global_step)
+            bar.set_postfix(loss=f"{values['loss']:.4f}")
+        if global_step % args.checkpointing_steps == 0:
+            save_training_checkpoint(accelerator, output_dir, progress, args.checkpoints_total_limit)
+        if args.validation_steps and global_step % args.validation_steps == 0 and accelerator.is_main_process:
+            validate(vq, unwrapped, names, args, global_step, output_dir, accelerator)
+        fault_point("BAR_HF_SIGKILL_AT_STEP", global_step)
+        if global_step >= args.max_train_steps:
+            break
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        pipe = make_pipeline(vq, unwrapped.eval(), names, args)
-        pipe.save_pretrained(output_dir / "pipeline")
-        accelerator.print(f"saved the pipeline to {output_dir / 'pipeline'}")
-        upload_to_hub(repo_id, output_dir / "pipeline", args.hub_token)
+        save_and_push(vq, unwrapped, names, args, output_dir, repo_id, accelerator)
     accelerator.end_training()
 
 

@@ -13,11 +13,8 @@ The final model is the EMA copy (decay `--ema_decay`, warm-up `min(decay, (1+s)/
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import math
 import os
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -26,16 +23,26 @@ from tqdm.auto import tqdm
 
 from bar_hf import BARVQModel
 from bar_hf.training_utils import (
+    AT_LEAST_0,
+    AT_LEAST_1,
+    BETA,
+    FASHION_MNIST_DIR,
+    POSITIVE,
+    UNIT_INTERVAL,
     AugmentationState,
+    check_columns,
+    check_flags,
     cosine_with_warmup,
     create_accelerator,
     dummy_image_dataset,
-    epoch_batches,
+    fault_point,
     image_to_tensor,
     load_image_dataset,
     random_crop_flip,
+    read_json_flag,
     resume_training_state,
     save_training_checkpoint,
+    training_batches,
     upload_to_hub,
 )
 from bar_hf.vq_model_bar import FSQ_SHIFT
@@ -49,6 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--dataset_name", default=None, help="Hub dataset, save_to_disk folder or 'fashion_mnist_local'")
     data.add_argument("--dataset_config_name", default=None)
     data.add_argument("--train_data_dir", default=None, help="an imagefolder directory")
+    data.add_argument(
+        "--fashion_mnist_dir", default=FASHION_MNIST_DIR, help="IDX files read by --dataset_name fashion_mnist_local"
+    )
     data.add_argument("--image_column", default="image")
     data.add_argument("--streaming", action="store_true")
     data.add_argument("--use_dummy_data", action="store_true", help="random images (smoke tests)")
@@ -106,17 +116,52 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--hub_model_id", default=None)
     run.add_argument("--hub_token", default=None)
     args = parser.parse_args(argv)
-    if not (args.use_dummy_data or args.dataset_name or args.train_data_dir):
-        parser.error("one of --dataset_name, --train_data_dir or --use_dummy_data is required")
-    if not (args.model_config or args.pretrained_model_name_or_path):
-        parser.error("one of --model_config or --pretrained_model_name_or_path is required")
+    try:
+        validate_args(args)
+    except ValueError as error:
+        parser.error(str(error))
     return args
+
+
+#: Numeric flags and their rules (checked before anything is loaded).
+FLAG_RULES = {
+    "resize_to": AT_LEAST_1,
+    "dataloader_num_workers": AT_LEAST_0,
+    "train_batch_size": AT_LEAST_1,
+    "max_train_steps": AT_LEAST_0,
+    "gradient_accumulation_steps": AT_LEAST_1,
+    "learning_rate": POSITIVE,
+    "min_learning_rate": AT_LEAST_0,
+    "encoder_lr_mult": AT_LEAST_0,
+    "lr_warmup_steps": AT_LEAST_0,
+    "adam_beta1": BETA,
+    "adam_beta2": BETA,
+    "adam_weight_decay": AT_LEAST_0,
+    "max_grad_norm": AT_LEAST_0,
+    "ema_decay": UNIT_INTERVAL,
+    "l1_weight": AT_LEAST_0,
+    "l2_weight": AT_LEAST_0,
+    "distill_weight": AT_LEAST_0,
+    "gram_weight": AT_LEAST_0,
+    "checkpointing_steps": AT_LEAST_1,
+    "checkpoints_total_limit": AT_LEAST_1,
+    "logging_steps": AT_LEAST_1,
+}
+
+
+def validate_args(args: argparse.Namespace) -> None:
+    """Every flag that can be checked without loading anything; `ValueError` naming the flag otherwise."""
+    if not (args.use_dummy_data or args.dataset_name or args.train_data_dir):
+        raise ValueError("one of --dataset_name, --train_data_dir or --use_dummy_data is required")
+    if not (args.model_config or args.pretrained_model_name_or_path):
+        raise ValueError("one of --model_config or --pretrained_model_name_or_path is required")
+    check_flags(args, FLAG_RULES)
 
 
 def build_model(args: argparse.Namespace) -> BARVQModel:
     if args.pretrained_model_name_or_path:
         return BARVQModel.from_pretrained(args.pretrained_model_name_or_path)
-    config = json.loads(Path(args.model_config).read_text())
+    config = read_json_flag(args.model_config, "--model_config")
     model = BARVQModel(**config)
     if args.fsq_bias_init == "threshold":
         with torch.no_grad():
@@ -156,6 +201,15 @@ def build_dataloader(args: argparse.Namespace, model: BARVQModel):
             args.train_data_dir,
             streaming=args.streaming,
             cache_dir=args.cache_dir,
+            fashion_mnist_dir=args.fashion_mnist_dir,
+        )
+    check_columns(dataset, {"--image_column": args.image_column})
+    if args.resize_to is not None and args.resize_to < size:
+        raise ValueError(f"`--resize_to` ({args.resize_to}) must be >= the model resolution ({size}).")
+    if not args.streaming and len(dataset) < args.train_batch_size:
+        raise ValueError(
+            f"`--train_batch_size` ({args.train_batch_size}) is larger than the dataset ({len(dataset)} images): "
+            "incomplete batches are dropped, so an epoch would have no batch."
         )
 
     def transform(examples):
@@ -253,7 +307,34 @@ def compute_loss(args, model, images, extra):
     return loss, logs
 
 
+def build_optimizer(args: argparse.Namespace, model: BARVQModel) -> torch.optim.AdamW:
+    """AdamW; parameters whose name contains 'encoder' at `--encoder_lr_mult` x the learning rate."""
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    return torch.optim.AdamW(
+        [
+            {"params": [p for n, p in trainable if "encoder" in n], "lr": args.learning_rate * args.encoder_lr_mult},
+            {"params": [p for n, p in trainable if "encoder" not in n], "lr": args.learning_rate},
+        ],
+        betas=(args.adam_beta1, args.adam_beta2),
+        weight_decay=args.adam_weight_decay,
+    )
+
+
+def train_step(images, model, args, extra, accelerator, optimizer, lr_scheduler):
+    """One (micro-)batch: forward, losses, backward, optimizer step. Returns `(loss, logged terms)`."""
+    with accelerator.accumulate(model):
+        loss, logs = compute_loss(args, model, images.to(accelerator.device), extra)
+        accelerator.backward(loss)
+        if accelerator.sync_gradients and args.max_grad_norm:
+            accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+        optimizer.step()
+        lr_scheduler.step()
+        optimizer.zero_grad()
+    return loss, logs
+
+
 def main(args: argparse.Namespace) -> None:
+    validate_args(args)
     accelerator, output_dir, repo_id = create_accelerator(args, "train_bar_vq")
     model = build_model(args)
     ema = None
@@ -268,19 +349,8 @@ def main(args: argparse.Namespace) -> None:
     if args.freeze_encoder_embeddings:
         model.encoder.embeddings.requires_grad_(False)
     dataloader, crop = build_dataloader(args, model)
-    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    encoder_params = [p for n, p in trainable if "encoder" in n]
-    other_params = [p for n, p in trainable if "encoder" not in n]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": encoder_params, "lr": args.learning_rate * args.encoder_lr_mult},
-            {"params": other_params, "lr": args.learning_rate},
-        ],
-        betas=(args.adam_beta1, args.adam_beta2),
-        weight_decay=args.adam_weight_decay,
-    )
-    min_lrs = args.min_learning_rate
-    lr_scheduler = cosine_with_warmup(optimizer, args.lr_warmup_steps, args.max_train_steps, min_lrs)
+    optimizer = build_optimizer(args, model)
+    lr_scheduler = cosine_with_warmup(optimizer, args.lr_warmup_steps, args.max_train_steps, args.min_learning_rate)
     extra = build_extra_losses(args, model, accelerator.device)
     model, optimizer, dataloader, lr_scheduler = accelerator.prepare(model, optimizer, dataloader, lr_scheduler)
     augmentation = AugmentationState(args.seed + 1 + accelerator.process_index)
@@ -291,55 +361,52 @@ def main(args: argparse.Namespace) -> None:
     if accelerator.is_main_process:
         accelerator.init_trackers("train_bar_vq", config={k: v for k, v in vars(args).items() if v is not None})
 
-    steps_per_epoch = math.ceil(len(dataloader) / args.gradient_accumulation_steps) if not args.streaming else None
-    global_step, first_epoch, resume_batches = resume_training_state(
-        accelerator, output_dir, args.resume_from_checkpoint, steps_per_epoch, args.gradient_accumulation_steps
-    )
+    progress = resume_training_state(accelerator, output_dir, args.resume_from_checkpoint)
 
-    progress = tqdm(range(args.max_train_steps), initial=global_step, disable=not accelerator.is_local_main_process)
+    bar = tqdm(
+        range(args.max_train_steps), initial=progress.global_step, disable=not accelerator.is_local_main_process
+    )
     model.train()
-    epoch = first_epoch
-    while global_step < args.max_train_steps:
-        for batch in epoch_batches(accelerator, dataloader, epoch, first_epoch, resume_batches):
-            with accelerator.accumulate(model):
-                images = random_crop_flip(batch["pixel_values"], crop, args.random_flip, augmentation.generator)
-                images = images.to(accelerator.device)
-                loss, logs = compute_loss(args, model, images, extra)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and args.max_grad_norm:
-                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad()
-            if not accelerator.sync_gradients:
-                continue
-            if ema is not None:
-                ema.step(model.parameters())
-            global_step += 1
-            progress.update(1)
-            if global_step % args.logging_steps == 0:
-                values = {
-                    "loss": loss.item(),
-                    "lr": lr_scheduler.get_last_lr()[-1],
-                    **{k: v.item() for k, v in logs.items()},
-                }
-                accelerator.log(values, step=global_step)
-                progress.set_postfix(loss=f"{values['loss']:.4f}")
-            if global_step % args.checkpointing_steps == 0:
-                save_training_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
-            if global_step >= args.max_train_steps:
-                break
-        epoch += 1
+    batches = (
+        training_batches(accelerator, dataloader, progress) if progress.global_step < args.max_train_steps else []
+    )
+    for batch in batches:
+        images = random_crop_flip(batch["pixel_values"], crop, args.random_flip, augmentation.generator)
+        loss, logs = train_step(images, model, args, extra, accelerator, optimizer, lr_scheduler)
+        if not accelerator.sync_gradients:
+            continue
+        if ema is not None:
+            ema.step(model.parameters())
+        progress.global_step += 1
+        global_step = progress.global_step
+        bar.update(1)
+        if global_step % args.logging_steps == 0:
+            values = {
+                "loss": loss.item(),
+                "lr": lr_scheduler.get_last_lr()[-1],
+                **{k: v.item() for k, v in logs.items()},
+            }
+            accelerator.log(values, step=global_step)
+            bar.set_postfix(loss=f"{values['loss']:.4f}")
+        if global_step % args.checkpointing_steps == 0:
+            save_training_checkpoint(accelerator, output_dir, progress, args.checkpoints_total_limit)
+        fault_point("BAR_HF_SIGKILL_AT_STEP", global_step)
+        if global_step >= args.max_train_steps:
+            break
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        final = accelerator.unwrap_model(model)
-        if ema is not None:
-            ema.copy_to(final.parameters())
-        final.save_pretrained(output_dir / "vqvae")
-        accelerator.print(f"saved {output_dir / 'vqvae'}")
-        upload_to_hub(repo_id, output_dir / "vqvae", args.hub_token)
+        save_final_model(accelerator.unwrap_model(model), ema, output_dir, repo_id, args.hub_token)
     accelerator.end_training()
+
+
+def save_final_model(model: BARVQModel, ema, output_dir, repo_id: str | None, token: str | None) -> None:
+    """Save `<output_dir>/vqvae` (the EMA weights with `--use_ema`) and upload it with `--push_to_hub`."""
+    if ema is not None:
+        ema.copy_to(model.parameters())
+    model.save_pretrained(output_dir / "vqvae")
+    print(f"saved {output_dir / 'vqvae'}")
+    upload_to_hub(repo_id, output_dir / "vqvae", token)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ resumed from a checkpoint continues bit-for-bit like an uninterrupted one (CPU, 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
+import logging
 import math
 import os
 import re
@@ -17,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "FASHION_MNIST_CLASSES",
@@ -29,9 +33,19 @@ __all__ = [
     "random_crop_flip",
     "cosine_with_warmup",
     "JSONLinesTracker",
+    "CHECKPOINT_MARKER",
     "list_checkpoints",
+    "read_checkpoint_marker",
     "prune_checkpoints",
     "resolve_resume_checkpoint",
+    "save_training_checkpoint",
+    "TrainingProgress",
+    "resume_training_state",
+    "training_batches",
+    "check_flags",
+    "check_columns",
+    "read_json_flag",
+    "tokenizer_fingerprint",
 ]
 
 #: Fashion-MNIST class names in the dataset's own id order (0..9).
@@ -108,9 +122,11 @@ def load_image_dataset(
     split: str = "train",
     streaming: bool = False,
     cache_dir: str | None = None,
+    fashion_mnist_dir: str | os.PathLike = FASHION_MNIST_DIR,
 ):
     """A `datasets` dataset of images: a Hub name, a folder saved with `save_to_disk`, the special name
-    `fashion_mnist_local` (Debian package files), or an `imagefolder` directory (`train_data_dir`)."""
+    `fashion_mnist_local` (the IDX files of Debian's `dataset-fashion-mnist` in `fashion_mnist_dir`), or an
+    `imagefolder` directory (`train_data_dir`)."""
     import datasets
 
     if train_data_dir is not None:
@@ -120,7 +136,7 @@ def load_image_dataset(
     if dataset_name is None:
         raise ValueError("one of `dataset_name` or `train_data_dir` is required.")
     if dataset_name == "fashion_mnist_local":
-        dataset = fashion_mnist_dataset("test" if split == "test" else "train")
+        dataset = fashion_mnist_dataset("test" if split == "test" else "train", fashion_mnist_dir)
         return dataset.to_iterable_dataset() if streaming else dataset
     if os.path.isdir(dataset_name) and os.path.exists(os.path.join(dataset_name, "dataset_info.json")):
         loaded = datasets.load_from_disk(dataset_name)
@@ -239,39 +255,83 @@ def make_jsonl_tracker(run_name: str, logging_dir: str | os.PathLike):
 
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+#: Written last into a checkpoint folder (before the folder gets its final name): the training position and the size
+#: of every file, so that a folder missing it, or with a missing or truncated file, is never resumed from.
+CHECKPOINT_MARKER = "checkpoint_complete.json"
+_TMP_PREFIX = ".tmp-"
 
 
-def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
-    """`checkpoint-N` folders sorted by N."""
+def fault_point(variable: str, step: int) -> None:
+    """Test hook: SIGKILL this process when the environment variable `variable` equals `step` (the scripts use
+    `BAR_HF_SIGKILL_AT_STEP`, after a step and its checkpoint, and `BAR_HF_SIGKILL_DURING_SAVE`, after a checkpoint's
+    files were written but before it is marked complete)."""
+    if os.environ.get(variable) == str(step):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def read_checkpoint_marker(path: str | os.PathLike) -> dict | None:
+    """The completion marker of a checkpoint folder, or None when the checkpoint is incomplete (no marker, or a file
+    it lists is missing or has another size)."""
+    path = Path(path)
+    try:
+        marker = json.loads((path / CHECKPOINT_MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    for name, size in marker.get("files", {}).items():
+        file = path / name
+        if not file.is_file() or file.stat().st_size != size:
+            return None
+    return marker
+
+
+def list_checkpoints(output_dir: str | os.PathLike, complete_only: bool = False) -> list[Path]:
+    """`checkpoint-N` folders sorted by N (only the complete ones with `complete_only`)."""
     root = Path(output_dir)
     if not root.is_dir():
         return []
     found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _CHECKPOINT.match(p.name))]
-    return [p for _, p in sorted(found)]
+    paths = [p for _, p in sorted(found)]
+    return [p for p in paths if read_checkpoint_marker(p) is not None] if complete_only else paths
 
 
 def prune_checkpoints(output_dir: str | os.PathLike, limit: int | None) -> None:
-    """Delete the oldest checkpoints so that one more fits under `limit`."""
+    """Keep the `limit` newest complete checkpoints; incomplete `checkpoint-N` folders older than the newest complete
+    one are deleted too (they cannot be resumed from). Call it only after the new checkpoint is complete."""
     if limit is None:
         return
-    checkpoints = list_checkpoints(output_dir)
-    for path in checkpoints[: max(0, len(checkpoints) - limit + 1)]:
+    complete = list_checkpoints(output_dir, complete_only=True)
+    doomed = complete[: max(0, len(complete) - limit)]
+    if complete:
+        newest = checkpoint_step(complete[-1])
+        doomed += [p for p in list_checkpoints(output_dir) if p not in complete and checkpoint_step(p) < newest]
+    for path in doomed:
         shutil.rmtree(path)
 
 
 def resolve_resume_checkpoint(output_dir: str | os.PathLike, resume: str | None) -> Path | None:
-    """`"latest"` → the newest `checkpoint-N` (None if there is none); a path → that path (must exist)."""
+    """`"latest"` → the newest complete `checkpoint-N` (None if there is none; incomplete ones are skipped with a
+    warning); a path or folder name → that checkpoint, which must be complete."""
     if resume is None:
         return None
     if resume == "latest":
-        checkpoints = list_checkpoints(output_dir)
-        return checkpoints[-1] if checkpoints else None
+        for path in reversed(list_checkpoints(output_dir)):
+            if read_checkpoint_marker(path) is not None:
+                return path
+            logger.warning("skipping the incomplete checkpoint %s (interrupted while it was written)", path)
+        return None
     path = Path(resume)
     if not path.is_dir():
         path = Path(output_dir) / resume
     if not path.is_dir():
         raise ValueError(
             f"`--resume_from_checkpoint` must be 'latest' or an existing checkpoint folder, got {resume!r}."
+        )
+    if read_checkpoint_marker(path) is None:
+        raise ValueError(
+            f"`--resume_from_checkpoint` {resume!r} is incomplete (no valid {CHECKPOINT_MARKER}: the run was "
+            "interrupted while writing it, or a file was removed or truncated); use 'latest' or an older checkpoint."
         )
     return path
 
@@ -281,6 +341,122 @@ def checkpoint_step(path: Path) -> int:
     if match is None:
         raise ValueError(f"checkpoint folder names must look like 'checkpoint-<step>', got {path.name!r}.")
     return int(match.group(1))
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file or a folder entry to disk (best effort where the OS cannot open folders)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _finalize_checkpoint(tmp: Path, final: Path, marker: dict) -> None:
+    """fsync the files of `tmp`, write the marker (with every file's size) last, then rename `tmp` to `final`."""
+    files = sorted(p for p in tmp.rglob("*") if p.is_file())
+    for file in files:
+        _fsync(file)
+    marker = {**marker, "files": {str(p.relative_to(tmp)): p.stat().st_size for p in files}}
+    (tmp / CHECKPOINT_MARKER).write_text(json.dumps(marker, indent=2))
+    _fsync(tmp / CHECKPOINT_MARKER)
+    _fsync(tmp)
+    if final.exists():  # an incomplete leftover, or a checkpoint of the same step from before a resume
+        stale = final.with_name(f"{_TMP_PREFIX}stale-{final.name}")
+        shutil.rmtree(stale, ignore_errors=True)
+        final.rename(stale)
+        shutil.rmtree(stale)
+    tmp.rename(final)
+    _fsync(final.parent)
+
+
+def save_training_checkpoint(
+    accelerator, output_dir: Path, progress: TrainingProgress, total_limit: int | None
+) -> Path:
+    """Atomically write `checkpoint-<step>`: every process calls `accelerator.save_state` into a temporary folder
+    (each saves its own RNG state), the main process writes the completion marker, renames the folder and only then
+    prunes old checkpoints down to `total_limit`."""
+    final = output_dir / f"checkpoint-{progress.global_step}"
+    tmp = output_dir / f"{_TMP_PREFIX}{final.name}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    fault_point("BAR_HF_SIGKILL_DURING_SAVE", progress.global_step)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        _finalize_checkpoint(tmp, final, progress.state_dict())
+        for leftover in output_dir.glob(f"{_TMP_PREFIX}*checkpoint-*"):  # from runs killed while saving
+            shutil.rmtree(leftover, ignore_errors=True)
+        prune_checkpoints(output_dir, total_limit)
+    accelerator.wait_for_everyone()
+    return final
+
+
+# ------------------------------------------------------------------------------------------------- input validation
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+#: Rules for [`check_flags`]: name → (predicate, description).
+AT_LEAST_0 = (lambda v: _is_number(v) and v >= 0, "a finite number >= 0")
+AT_LEAST_1 = (lambda v: _is_number(v) and v >= 1, "an integer >= 1")
+POSITIVE = (lambda v: _is_number(v) and v > 0, "a finite number > 0")
+UNIT_INTERVAL = (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]")
+BETA = (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)")
+
+
+def check_flags(args, rules: dict[str, tuple]) -> None:
+    """Raise a `ValueError` naming the flag, the rule and the value for the first `args.<name>` (not None) that breaks
+    its rule; `rules` maps attribute names to `(predicate, description)` pairs such as [`AT_LEAST_1`]."""
+    for name, (predicate, description) in rules.items():
+        value = getattr(args, name)
+        if value is not None and not predicate(value):
+            raise ValueError(f"`--{name}` must be {description}, got {value!r}.")
+
+
+def check_columns(dataset, columns: dict[str, str | None]) -> None:
+    """Raise a `ValueError` when a column the run needs is missing: `columns` maps the flag that names it (e.g.
+    `"--label_column"`) to the column name (None: not needed)."""
+    names = getattr(dataset, "column_names", None)
+    if names is None and getattr(dataset, "features", None) is not None:
+        names = list(dataset.features)
+    if names is None:  # a stream without known features: nothing to check up front
+        return
+    for flag, column in columns.items():
+        if column is not None and column not in names:
+            raise ValueError(
+                f"the dataset has no column {column!r} (its columns: {sorted(names)}); name the right one with "
+                f"`{flag}`."
+            )
+
+
+def read_json_flag(path: str, flag: str) -> dict:
+    """A JSON object file given on the command line; `ValueError` naming `flag` when it is missing or malformed."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"`{flag}` must be a readable JSON file, got {path!r}: {error}") from error
+    if not isinstance(value, dict):
+        raise ValueError(f"`{flag}` must hold a JSON object of config arguments, got {type(value).__name__}.")
+    return value
+
+
+def tokenizer_fingerprint(vq) -> str:
+    """SHA-256 of a tokenizer's weights and grid/bit layout: pretokenized data stores it, `train_bar.py` checks it."""
+    digest = hashlib.sha256()
+    layout = {k: vq.config.get(k) for k in ("sample_size", "patch_size", "in_channels", "num_bits")}
+    digest.update(json.dumps(layout, sort_keys=True, default=str).encode())
+    for name, tensor in sorted(vq.state_dict().items()):
+        tensor = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}:{tensor.dtype}:{tensor.numel()}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------- script plumbing
@@ -318,40 +494,74 @@ def create_accelerator(args, run_name: str):
     return accelerator, output_dir, repo_id
 
 
-def resume_training_state(
-    accelerator, output_dir: Path, resume: str | None, steps_per_epoch: int | None, accumulation: int
-):
-    """Load `--resume_from_checkpoint` (if any) and return `(global_step, first_epoch, batches_to_skip)`."""
+class TrainingProgress:
+    """Where a run is: optimizer steps done, the epoch, and the batches of that epoch already consumed (micro-batches
+    with gradient accumulation). Stored in each checkpoint's marker; [`training_batches`] resumes from it."""
+
+    def __init__(self, global_step: int = 0, epoch: int = 0, batches_in_epoch: int = 0):
+        self.global_step, self.epoch, self.batches_in_epoch = global_step, epoch, batches_in_epoch
+
+    def state_dict(self) -> dict:
+        return {"global_step": self.global_step, "epoch": self.epoch, "batches_in_epoch": self.batches_in_epoch}
+
+
+def resume_training_state(accelerator, output_dir: Path, resume: str | None) -> TrainingProgress:
+    """Load `--resume_from_checkpoint` (if any: model, optimizer, LR scheduler, RNG states, registered objects) and
+    return the [`TrainingProgress`] it was saved at."""
     checkpoint = resolve_resume_checkpoint(output_dir, resume)
     if checkpoint is None:
-        return 0, 0, 0
+        return TrainingProgress()
     accelerator.print(f"resuming from {checkpoint}")
+    marker = read_checkpoint_marker(checkpoint)
     accelerator.load_state(str(checkpoint))
-    global_step = checkpoint_step(checkpoint)
-    if not steps_per_epoch:  # streaming data: no epoch arithmetic
-        return global_step, 0, 0
-    return global_step, global_step // steps_per_epoch, (global_step % steps_per_epoch) * accumulation
+    return TrainingProgress(marker["global_step"], marker["epoch"], marker["batches_in_epoch"])
 
 
-def epoch_batches(accelerator, dataloader, epoch: int, first_epoch: int, batches_to_skip: int):
-    """The dataloader of `epoch` (reshuffled by its seed), skipping what a resumed run already consumed."""
-    if hasattr(dataloader, "set_epoch"):
-        dataloader.set_epoch(epoch)
-    if epoch == first_epoch and batches_to_skip:
-        return accelerator.skip_first_batches(dataloader, batches_to_skip)
-    return dataloader
+def _batches_without_touching_rng(dataloader):
+    """Iterate `dataloader` with the global torch RNG state left as it was before the first batch.
 
-
-def save_training_checkpoint(accelerator, output_dir: Path, global_step: int, total_limit: int | None) -> None:
-    """`save_state` to `checkpoint-<step>` after pruning old ones (main process only)."""
-    if not accelerator.is_main_process:
+    Creating a `DataLoader` iterator draws its worker base seed from the global torch RNG. An uninterrupted run
+    drew it at the start of the epoch, before the state a mid-epoch checkpoint holds; re-drawing it after
+    `load_state` would shift every later random draw (MBM masks, label dropout, orders) of a resumed run.
+    """
+    iterator = iter(dataloader)
+    state = torch.get_rng_state()
+    try:
+        first = next(iterator)
+    except StopIteration:
         return
-    prune_checkpoints(output_dir, total_limit)
-    accelerator.save_state(str(output_dir / f"checkpoint-{global_step}"))
-    if os.environ.get("BAR_HF_SIGKILL_AT_STEP") == str(global_step):  # test hook: die uncleanly right here
-        import signal
+    finally:
+        torch.set_rng_state(state)
+    yield first
+    yield from iterator
 
-        os.kill(os.getpid(), signal.SIGKILL)
+
+def training_batches(accelerator, dataloader, progress: TrainingProgress, batch_flag: str = "--train_batch_size"):
+    """Batches for ever, epoch after epoch (each reshuffled by its seed), starting where `progress` stands.
+
+    Updates `progress.epoch` / `progress.batches_in_epoch` as it goes (the caller counts `global_step`) and raises a
+    `ValueError` naming `batch_flag` when an epoch yields no batch at all (instead of looping forever).
+    """
+    resumed = progress.batches_in_epoch > 0
+    while True:
+        if hasattr(dataloader, "set_epoch"):
+            dataloader.set_epoch(progress.epoch)
+        if resumed:
+            loader = accelerator.skip_first_batches(dataloader, progress.batches_in_epoch)
+            batches = _batches_without_touching_rng(loader)
+        else:
+            batches = dataloader
+        count = 0
+        for batch in batches:
+            count += 1
+            progress.batches_in_epoch += 1
+            yield batch
+        if count == 0 and not resumed:
+            raise ValueError(
+                f"the training data yields no batch (an empty dataset, or fewer examples than `{batch_flag}` with "
+                "incomplete batches dropped); use a smaller batch size or more data."
+            )
+        progress.epoch, progress.batches_in_epoch, resumed = progress.epoch + 1, 0, False
 
 
 def upload_to_hub(repo_id: str | None, folder: Path, token: str | None) -> None:
