@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bar_hf import BARBitScheduler, BARConfig, BARForCausalImageModeling, BARPipeline, BARVQModel
+from bar_hf.lora_bar import add_lora_args, save_lora_output, setup_lora_training
 from bar_hf.modeling_bar import order_annealing_ratio, weight_decay_parameter_groups
 from bar_hf.training_utils import (
     AugmentationState,
@@ -91,6 +92,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--push_to_hub", action="store_true")
     run.add_argument("--hub_model_id", default=None)
     run.add_argument("--hub_token", default=None)
+    add_lora_args(parser)
     args = parser.parse_args(argv)
     sources = [args.pretokenized_dataset, args.dataset_name, args.train_data_dir, args.use_dummy_data]
     if sum(bool(s) for s in sources) != 1:
@@ -231,6 +233,7 @@ def main(args: argparse.Namespace) -> None:
         )
     if args.gradient_checkpointing:
         model.activation_checkpointing_enable()
+    setup_lora_training(model, args)  # --lora_rank: frozen model + trainable adapter
     dataloader, names = build_data(args, vq)
     optimizer = torch.optim.AdamW(
         weight_decay_parameter_groups(model, args.adam_weight_decay),
@@ -287,7 +290,9 @@ def main(args: argparse.Namespace) -> None:
         epoch += 1
 
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
+    if accelerator.is_main_process and args.lora_rank:  # only the adapter: `pipe.load_lora_weights(folder)`
+        upload_to_hub(repo_id, save_lora_output(unwrapped, output_dir), args.hub_token)
+    elif accelerator.is_main_process:
         pipe = make_pipeline(vq, unwrapped.eval(), names, args)
         pipe.save_pretrained(output_dir / "pipeline")
         accelerator.print(f"saved the pipeline to {output_dir / 'pipeline'}")
