@@ -24,7 +24,9 @@ setup(
     ],
     extras_require={
         "train": ["accelerate>=1.10,<2", "datasets>=4,<6", "evaluate>=0.4.5,<0.5"],
-        "dev": ["pytest>=8,<10", "ruff>=0.6", "hypothesis>=6.100,<7"],
+        "lora": ["peft>=0.17,<1"],
+        # parameterized: imported by transformers' generic tests (tests/test_transformers_upstream.py)
+        "dev": ["pytest>=8,<10", "ruff>=0.6", "hypothesis>=6.100,<7", "parameterized>=0.9,<1"],
     },
     entry_points={"console_scripts": ["bar-hf=bar_hf.cli:main"]},
     classifiers=[

@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bar_hf import BARBitScheduler, BARConfig, BARForCausalImageModeling, BARPipeline, BARVQModel
+from bar_hf.lora_bar import add_lora_args, save_lora_output, setup_lora_training
 from bar_hf.modeling_bar import order_annealing_ratio, weight_decay_parameter_groups
 from bar_hf.training_utils import (
     AT_LEAST_0,
@@ -103,6 +104,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--push_to_hub", action="store_true")
     run.add_argument("--hub_model_id", default=None)
     run.add_argument("--hub_token", default=None)
+    add_lora_args(parser)
     args = parser.parse_args(argv)
     try:
         validate_args(args)
@@ -392,6 +394,7 @@ def main(args: argparse.Namespace) -> None:
     validate_args(args)
     accelerator, output_dir, repo_id = create_accelerator(args, "train_bar")
     vq, model = load_models(args, accelerator.device)
+    setup_lora_training(model, args)  # --lora_rank: frozen model + trainable adapter
     dataloader, names = build_data(args, vq, model.config.num_classes)
     make_pipeline(vq, model, names, args)  # sampling flags fail now, not after training
     optimizer = torch.optim.AdamW(
@@ -436,7 +439,9 @@ def main(args: argparse.Namespace) -> None:
             break
 
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
+    if accelerator.is_main_process and args.lora_rank:  # only the adapter: `pipe.load_lora_weights(folder)`
+        upload_to_hub(repo_id, save_lora_output(unwrapped, output_dir), args.hub_token)
+    elif accelerator.is_main_process:
         save_and_push(vq, unwrapped, names, args, output_dir, repo_id, accelerator)
     accelerator.end_training()
 

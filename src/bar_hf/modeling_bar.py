@@ -25,6 +25,8 @@ from transformers.cache_utils import Cache, DynamicCache, StaticCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
+from transformers.utils.generic import can_return_tuple
+from transformers.utils.output_capturing import capture_outputs
 
 from .bits import MASK_BIT, bits_to_ids, check_bits, ids_to_bits, patchify_bits
 from .configuration_bar import CLASS_ROW_OFFSET, BARConfig
@@ -55,13 +57,18 @@ class BARModelOutput(ModelOutput):
             cached step; 0 after the last token).
         last_hidden_state (`torch.Tensor` of shape `(batch, slots, hidden_size)`): block outputs before the final norm.
         cache (`Cache`, *optional*): the KV cache, updated in place and returned.
-        hidden_states (`tuple(torch.Tensor)`, *optional*): per-layer inputs plus the last output.
+        hidden_states (`tuple(torch.Tensor)`, *optional*): per-layer inputs plus the last output (returned with
+            `output_hidden_states=True` or `config.output_hidden_states`).
+        attentions (`tuple(torch.Tensor)`, *optional*): per-layer attention weights `(batch, heads, slots, keys)`
+            (returned with `output_attentions=True` or `config.output_attentions` under the eager attention
+            implementation; other kernels do not materialize the weights).
     """
 
     conditions: torch.Tensor | None = None
     last_hidden_state: torch.Tensor | None = None
     cache: Cache | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
 
 
 @dataclass
@@ -74,7 +81,8 @@ class BARCausalImageModelingOutput(ModelOutput):
             2**k)` id logits for `head_type="linear"`), in generation order (see `orders`).
         conditions (`torch.Tensor` of shape `(batch, N, head_hidden_size)`): latent conditions, in generation order.
         orders (`torch.Tensor` of shape `(batch, N)`): generation order used (raster unless random orders were used).
-        cache (`Cache`, *optional*), hidden_states (`tuple`, *optional*): as in [`BARModelOutput`].
+        cache (`Cache`, *optional*), hidden_states (`tuple`, *optional*), attentions (`tuple`, *optional*): as in
+            [`BARModelOutput`].
     """
 
     loss: torch.Tensor | None = None
@@ -83,6 +91,7 @@ class BARCausalImageModelingOutput(ModelOutput):
     orders: torch.Tensor | None = None
     cache: Cache | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -166,6 +175,13 @@ def eager_attention_forward(
     return output, weights
 
 
+def _draw(sampler: Callable, shape: tuple[int, ...], generator: torch.Generator | None, device) -> torch.Tensor:
+    """`torch.rand` / `torch.randn` of `shape` from `generator` (on the generator's device) or the global RNG."""
+    if generator is None:
+        return sampler(shape, device=device)
+    return sampler(shape, generator=generator, device=generator.device).to(device)
+
+
 def order_annealing_ratio(step: int, anneal_start: int, anneal_end: int) -> float:
     """RAR-style random-order ratio (BAR_METHOD §3.7): 1 before `anneal_start`, 0 after `anneal_end`, linear between."""
     if anneal_end < anneal_start:
@@ -235,7 +251,7 @@ class BARAttention(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
         attention_mask: torch.Tensor | None = None,
         cache: Cache | None = None,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch, length, width = hidden_states.shape
         qkv = self.qkv(hidden_states).reshape(batch, length, 3, self.num_heads, self.head_dim)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, T, hd)
@@ -256,11 +272,11 @@ class BARAttention(nn.Module):
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
         )
-        output, _ = attention_interface(
+        output, weights = attention_interface(
             self, query, key, value, attention_mask, dropout=0.0, scaling=self.scaling, is_causal=True
         )
         output = output.reshape(batch, length, width)
-        return self.proj_drop(self.proj(output))
+        return self.proj_drop(self.proj(output)), weights  # weights: recorded by `output_attentions` (eager only)
 
 
 class BARDecoderLayer(GradientCheckpointingLayer):
@@ -286,7 +302,7 @@ class BARDecoderLayer(GradientCheckpointingLayer):
             6, dim=-1
         )
         attn_input = modulate(self.norm1(hidden_states), shift_msa, scale_msa)
-        hidden_states = hidden_states + gate_msa * self.attn(attn_input, rope, attention_mask, cache)
+        hidden_states = hidden_states + gate_msa * self.attn(attn_input, rope, attention_mask, cache)[0]
         mlp_input = modulate(self.norm2(hidden_states), shift_mlp, scale_mlp)
         return hidden_states + gate_mlp * self.mlp(mlp_input)
 
@@ -455,6 +471,11 @@ class BARPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = False
     _supports_attention_backend = True
     _skip_keys_device_placement = ["cache"]
+    # `get_input_embeddings()` / `set_input_embeddings()`: the per-bit embedding table of the backbone input (so that
+    # `enable_input_require_grads()`, used by PEFT with gradient checkpointing, hooks it)
+    _input_embed_layer = "bit_embed"
+    # `output_hidden_states` / `output_attentions` are recorded by transformers' output-capturing hooks
+    _can_record_outputs = {"hidden_states": BARDecoderLayer, "attentions": BARAttention}
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -565,6 +586,7 @@ class BARModel(BARPreTrainedModel):
                 f"got {tuple(orders.shape)}."
             )
 
+    @capture_outputs
     def forward(
         self,
         bits: torch.Tensor | None = None,
@@ -572,9 +594,10 @@ class BARModel(BARPreTrainedModel):
         orders: torch.Tensor | None = None,
         cache: Cache | None = None,
         use_cache: bool | None = None,
-        output_hidden_states: bool = False,
+        output_hidden_states: bool | None = None,
         validate_inputs: bool = True,
-    ) -> BARModelOutput:
+        output_attentions: bool | None = None,
+    ) -> BARModelOutput | tuple:
         r"""
         Args:
             bits (`torch.LongTensor` of shape `(batch, n, k)`, *optional*):
@@ -586,8 +609,14 @@ class BARModel(BARPreTrainedModel):
                 generation order (a permutation of the AR grid cells per sample); raster when omitted.
             cache (`Cache`, *optional*): a transformers cache (e.g. `DynamicCache()`), updated in place.
             use_cache (`bool`, *optional*): create a `DynamicCache` when none is passed.
+            output_hidden_states (`bool`, *optional*): return the per-layer hidden states; defaults to
+                `config.output_hidden_states`.
             validate_inputs (`bool`, *optional*, defaults to `True`): check shapes and values (reading bit and label
                 ranges synchronizes with the GPU; samplers that build valid inputs themselves pass `False`).
+            output_attentions (`bool`, *optional*): return the per-layer attention weights (eager attention only);
+                defaults to `config.output_attentions`.
+            return_dict (`bool`, *optional*): return a [`BARModelOutput`] (default) or a tuple; defaults to
+                `config.return_dict`.
         """
         c = self.config
         if use_cache and cache is None:
@@ -643,24 +672,14 @@ class BARModel(BARPreTrainedModel):
                 ~allowed, torch.finfo(dtype).min
             )[None, None]
 
-        all_hidden = () if output_hidden_states else None
-        for layer in self.layers:
-            if output_hidden_states:
-                all_hidden += (hidden,)
+        for layer in self.layers:  # hidden states / attentions are recorded by `capture_outputs` hooks
             hidden = layer(hidden, adaln, rope=rope, attention_mask=attention_mask, cache=cache)
-        if output_hidden_states:
-            all_hidden += (hidden,)
 
         # slots P-1 .. P+N-2 predict tokens 0 .. N-1 (python ints: no device synchronization)
         first, last = max(past_length, P - 1), min(past_length + length - 1, P + N - 2)
         kept = hidden[:, first - past_length : last - past_length + 1]
         conditions = self.latent_condition_proj(self.norm(kept))
-        return BARModelOutput(
-            conditions=conditions,
-            last_hidden_state=hidden,
-            cache=cache,
-            hidden_states=all_hidden,
-        )
+        return BARModelOutput(conditions=conditions, last_hidden_state=hidden, cache=cache)
 
 
 class BARForCausalImageModeling(BARPreTrainedModel):
@@ -695,6 +714,7 @@ class BARForCausalImageModeling(BARPreTrainedModel):
             cache=cache,
             use_cache=use_cache,
             validate_inputs=validate_inputs,
+            return_dict=True,
         )
 
     def head_logits(
@@ -734,8 +754,20 @@ class BARForCausalImageModeling(BARPreTrainedModel):
         use_random = torch.rand(batch, device=device, generator=generator) < random_ratio
         return torch.where(use_random[:, None], perms, raster)
 
-    def head_loss(self, conditions: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training loss of the configured head for conditions `(M, W_h)` and target bits `(M, k)`."""
+    def head_loss(
+        self,
+        conditions: torch.Tensor,
+        targets: torch.Tensor,
+        mask_ratio_noise: torch.Tensor | None = None,
+        mask_noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training loss of the configured head for conditions `(M, W_h)` and target bits `(M, k)`.
+
+        MBM only: `mask_ratio_noise` `(M,)` (standard normal, `ζ = noise·std + mean`) and `mask_noise` `(M, k)`
+        (uniform; the masked bits of a token are those with `mask_noise.argsort(-1) < n`, the authors' rule) make the
+        loss deterministic; what is not given is drawn from `generator` (or the global RNG), `ζ` first.
+        """
         c = self.config
         k = c.bits_per_step
         tokens = targets.shape[0]
@@ -748,17 +780,40 @@ class BARForCausalImageModeling(BARPreTrainedModel):
             logits = self.head(states, torch.ones(tokens, device=device), conditions)
             return F.cross_entropy(logits.float().reshape(-1, 2), targets.reshape(-1)), logits
         # MBM (§4.2): logit-normal mask ratio, >= 1 masked bit, CE weights 1.0 / 0.1, one global normalization
-        zeta = torch.randn(tokens, device=device) * c.mask_ratio_std + c.mask_ratio_mean
+        if mask_ratio_noise is None:
+            mask_ratio_noise = _draw(torch.randn, (tokens,), generator, device)
+        zeta = mask_ratio_noise.to(device, torch.float32) * c.mask_ratio_std + c.mask_ratio_mean
         mask_ratio = (1 - torch.sigmoid(zeta)).clamp(1.0 / k, 1.0)
         num_masked = torch.round(k * mask_ratio).clamp(min=1)
-        ranks = torch.rand(tokens, k, device=device).argsort(-1).argsort(-1)
-        masked = ranks < num_masked[:, None]
+        if mask_noise is None:
+            mask_noise = _draw(torch.rand, (tokens, k), generator, device)
+        masked = mask_noise.to(device).argsort(-1) < num_masked[:, None]  # the authors' rule: a random permutation
         states = torch.where(masked, torch.full_like(targets, MASK_BIT), targets)
         logits = self.head(states, mask_ratio, conditions)
         ce = F.cross_entropy(logits.float().reshape(-1, 2), targets.reshape(-1), reduction="none").view(tokens, k)
         weights = torch.where(masked, c.masked_bit_loss_weight, c.visible_bit_loss_weight)
         return (ce * weights).sum() / (weights.sum() + 1e-8), logits
 
+    def _check_noise(self, mask_ratio_noise, mask_noise, batch: int) -> None:
+        c = self.config
+        expected = {
+            "mask_ratio_noise": (batch, c.num_ar_steps),
+            "mask_noise": (batch, c.num_ar_steps, c.bits_per_step),
+        }
+        for name, value in (("mask_ratio_noise", mask_ratio_noise), ("mask_noise", mask_noise)):
+            if value is None:
+                continue
+            if c.head_type != "mbm":
+                raise ValueError(f"`{name}` only applies to the 'mbm' head, got head_type={c.head_type!r}.")
+            if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+                raise ValueError(f"`{name}` must be a floating-point tensor, got {value!r}.")
+            if tuple(value.shape) != expected[name]:
+                raise ValueError(
+                    f"`{name}` must have shape {expected[name]} (batch, N[, k]) in generation order, "
+                    f"got {tuple(value.shape)}."
+                )
+
+    @can_return_tuple
     def forward(
         self,
         bits: torch.Tensor,
@@ -766,8 +821,12 @@ class BARForCausalImageModeling(BARPreTrainedModel):
         orders: torch.Tensor | None = None,
         random_order_ratio: float | None = None,
         class_dropout_prob: float | None = None,
-        output_hidden_states: bool = False,
-    ) -> BARCausalImageModelingOutput:
+        output_hidden_states: bool | None = None,
+        mask_ratio_noise: torch.Tensor | None = None,
+        mask_noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        output_attentions: bool | None = None,
+    ) -> BARCausalImageModelingOutput | tuple:
         r"""Training / teacher-forced forward.
 
         Args:
@@ -778,6 +837,20 @@ class BARForCausalImageModeling(BARPreTrainedModel):
             random_order_ratio (`float`, *optional*): probability of a random order per sample (see
                 [`order_annealing_ratio`]); ignored when `orders` is given.
             class_dropout_prob (`float`, *optional*): label dropout in training mode; defaults to the config value.
+            output_hidden_states (`bool`, *optional*): return the backbone's per-layer hidden states; defaults to
+                `config.output_hidden_states`.
+            mask_ratio_noise (`torch.FloatTensor` of shape `(B, N)`, *optional*): MBM head only: standard-normal draws
+                giving each token's mask ratio `1 - sigmoid(noise·mask_ratio_std + mask_ratio_mean)`, in generation
+                order. With `mask_noise` it makes the loss and `bit_logits` deterministic (and per-sample independent
+                of the batch), like ViTMAE's `noise`.
+            mask_noise (`torch.FloatTensor` of shape `(B, N, k)`, *optional*): MBM head only: uniform draws choosing
+                the masked bits of each token (`mask_noise.argsort(-1) < n`, the authors' rule), in generation order.
+            generator (`torch.Generator`, *optional*): source of every random draw not given explicitly (random
+                orders, label dropout, mask ratios, masked bits), in this order; the global RNG when omitted.
+            output_attentions (`bool`, *optional*): return the backbone's attention weights (eager attention only);
+                defaults to `config.output_attentions`.
+            return_dict (`bool`, *optional*): return a [`BARCausalImageModelingOutput`] (default) or a tuple;
+                defaults to `config.return_dict`.
         """
         ar_bits = self.to_ar_bits(bits)
         check_bits(ar_bits)
@@ -785,22 +858,34 @@ class BARForCausalImageModeling(BARPreTrainedModel):
         device = self.model.cls_token.device
         ar_bits = ar_bits.to(device)
         class_labels = class_labels.to(device)
+        self._check_noise(mask_ratio_noise, mask_noise, batch)
         if orders is None and random_order_ratio:
-            orders = self.random_orders(batch, random_order_ratio, device)
+            orders = self.random_orders(batch, random_order_ratio, device, generator=generator)
         if orders is None:
             orders = torch.arange(self.config.num_ar_steps, device=device).expand(batch, -1)
         orders = orders.to(device)
         if self.training:
             prob = self.config.class_dropout_prob if class_dropout_prob is None else class_dropout_prob
-            drop = torch.rand(batch, device=device) < prob
+            drop = _draw(torch.rand, (batch,), generator, device) < prob
             class_labels = torch.where(drop, torch.full_like(class_labels, self.config.null_class_id), class_labels)
         ordered = ar_bits.gather(1, orders[:, :, None].expand(-1, -1, ar_bits.shape[2]))  # generation order
         out = self.model(
-            bits=ordered, class_labels=class_labels, orders=orders, output_hidden_states=output_hidden_states
+            bits=ordered,
+            class_labels=class_labels,
+            orders=orders,
+            output_hidden_states=self.config.output_hidden_states
+            if output_hidden_states is None
+            else output_hidden_states,
+            output_attentions=self.config.output_attentions if output_attentions is None else output_attentions,
+            return_dict=True,
         )
         conditions = out.conditions  # (B, N, W_h): conditions[:, i] predicts ordered[:, i]
         loss, logits = self.head_loss(
-            conditions.reshape(-1, conditions.shape[-1]), ordered.reshape(-1, ordered.shape[-1])
+            conditions.reshape(-1, conditions.shape[-1]),
+            ordered.reshape(-1, ordered.shape[-1]),
+            mask_ratio_noise=None if mask_ratio_noise is None else mask_ratio_noise.reshape(-1),
+            mask_noise=None if mask_noise is None else mask_noise.reshape(-1, mask_noise.shape[-1]),
+            generator=generator,
         )
         return BARCausalImageModelingOutput(
             loss=loss,
@@ -808,4 +893,5 @@ class BARForCausalImageModeling(BARPreTrainedModel):
             conditions=conditions,
             orders=orders,
             hidden_states=out.hidden_states,
+            attentions=out.attentions,
         )

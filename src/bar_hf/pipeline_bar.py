@@ -14,6 +14,7 @@ from transformers.cache_utils import DynamicCache, StaticCache
 from .bits import MASK_BIT, patchify_bits, unpatchify_bits
 from .hub_utils import push_pipeline_to_hub, write_remote_code_shims
 from .layerwise_casting import enable_layerwise_casting
+from .lora_bar import BARLoraLoaderMixin
 from .modeling_bar import BARForCausalImageModeling
 from .pipeline_inputs import (
     MAX_BATCH_SIZE,
@@ -50,7 +51,7 @@ def guidance_weight(guidance_scale: float, step: int, num_steps: int, schedule: 
     raise ValueError(f"`guidance_schedule` must be one of {_GUIDANCE_SCHEDULES}, got {schedule!r}.")
 
 
-class BARPipeline(DiffusionPipeline):
+class BARPipeline(BARLoraLoaderMixin, DiffusionPipeline):
     r"""Class-conditional image generation with BAR.
 
     Components:
@@ -435,6 +436,7 @@ class BARPipeline(DiffusionPipeline):
                 `DiffusionPipeline.from_pretrained(folder_or_repo, trust_remote_code=True)` works for users who have
                 `bar_hf` installed (`BARPipeline.from_pretrained` then needs `trust_remote_code=True` too).
         """
+        self._check_no_unfused_lora()  # a transformer with adapters would save only the adapter
         push_keys = (
             "repo_id",
             "token",

@@ -302,7 +302,11 @@ class BARBitScheduler(BARSchedulerMixin):
         mask_ratio: torch.Tensor,
         generator: torch.Generator | list[torch.Generator] | None = None,
     ) -> torch.LongTensor:
-        """Mask `max(1, round(k·r))` uniformly chosen bits per row (the MBM training corruption, §4.2)."""
+        """Mask `max(1, round(k·r))` uniformly chosen bits per row (the MBM training corruption, §4.2).
+
+        The masked bits are those with `rand(batch, k).argsort(-1) < n` (the authors' rule), so a seeded generator
+        masks the same bits as their code and as [`BARForCausalImageModeling.head_loss`] given the same noise.
+        """
         k = self.config.bits_per_token
         if original_samples.dim() != 2 or original_samples.shape[1] != k:
             raise ValueError(f"`original_samples` must have shape (batch, {k}), got {tuple(original_samples.shape)}.")
@@ -315,7 +319,7 @@ class BARBitScheduler(BARSchedulerMixin):
                 f"{tuple(mask_ratio.shape)}."
             )
         mask_ratio = mask_ratio.reshape(-1).expand(original_samples.shape[0])
-        ranks = _uniform(tuple(original_samples.shape), generator, original_samples.device).argsort(-1).argsort(-1)
+        ranks = _uniform(tuple(original_samples.shape), generator, original_samples.device).argsort(-1)
         num_masked = torch.round(k * mask_ratio.to(original_samples.device)).clamp(min=1)
         return torch.where(ranks < num_masked[:, None], torch.full_like(original_samples, MASK_BIT), original_samples)
 
