@@ -64,7 +64,10 @@ def build_pipeline(shape: str, device: str = "cpu", dtype: torch.dtype = torch.f
     )
     pipe = BARPipeline(vqvae, transformer, scheduler, guidance_scale=defaults["guidance_scale"])
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device=device, dtype=dtype)
+    pipe.to(device)
+    if dtype != torch.float32:  # the transformer only: the tokenizer (and its quantizer) stay float32
+        pipe.transformer.to(dtype)
+    return pipe
 
 
 def sync(device: str) -> None:

@@ -12,7 +12,7 @@ images/s from wall time (median and range over repeats) and process CPU seconds 
 worker's temperature-0 latents are compared with the baseline's (fp32 variants must be bit-identical).
 
 Variants (new code): `eager` (default pipeline call), `eager-static` (`cache_implementation="static"`), `compiled`
-(`pipe.enable_compile()`), `bf16` (eager, `torch.bfloat16` transformer), `bare-loop` (the same model calls without
+(`pipe.enable_compile()`), `bf16` (eager, `torch.bfloat16` transformer), `compiled-bf16`, `bare-loop` (the same model calls without
 the pipeline: overhead = pipeline / bare − 1). Separately, `kv-vs-recompute`: backbone-only AR loop with the KV
 cache vs a full causal forward per step, on a tiny-width model with 256 AR steps.
 """
@@ -101,13 +101,11 @@ class Worker:
         self.device, self.pipes = device, {}
 
     def pipe(self, shape, variant):
-        dtype = torch.bfloat16 if variant == "bf16" else torch.float32
-        key = (shape, variant)
+        dtype = torch.bfloat16 if "bf16" in variant else torch.float32
+        key = (shape, dtype, "compiled" in variant)  # eager / eager-static / bare-loop share one pipeline
         if key not in self.pipes:
-            pipe = build_pipeline(shape, self.device, torch.float32)
-            if dtype != torch.float32:
-                pipe.transformer.to(dtype)  # the tokenizer (and its quantizer) stay in float32
-            if variant == "compiled":
+            pipe = build_pipeline(shape, self.device, dtype)  # bf16: the transformer only
+            if "compiled" in variant:
                 mode = "reduce-overhead" if self.device.startswith("cuda") else None
                 pipe.enable_compile(mode=mode)
             self.pipes[key] = pipe
@@ -198,7 +196,7 @@ def main() -> None:
         for batch in args.batch_sizes:
             latents = {}  # temperature-0 bit identity of every fp32 variant with the baseline (or new/eager)
             for who, variant in plan:
-                if variant not in ("bf16", "bare-loop"):
+                if "bf16" not in variant and variant != "bare-loop":
                     latents[(who, variant)] = workers[who].run(shape=shape, variant=variant, batch=batch, latents=True)
             reference_key = ("baseline", "eager") if args.baseline_src else ("new", "eager")
             for (who, variant), got in latents.items():
