@@ -10,7 +10,8 @@ identical float32 results; checked in `tests/test_sampling_bar.py` against the g
   device/BLAS, checked once per generation; otherwise it is computed per step as before);
 * positions, target positions and the per-head RoPE tables of each slot are gathered from tables built once;
 * the head's mask-ratio (Fourier) embedding depends only on the head step index: computed once per generation;
-* the KV cache is one preallocated buffer per layer (no concatenation per step).
+* the KV cache is one preallocated buffer per layer (no concatenation per step);
+* the class prefix is computed once per distinct class (the CFG null class once per batch).
 
 With `static=True` every step has the same shapes (the whole buffer is attended with a mask, the slot is a tensor),
 which is what `torch.compile` needs to capture one graph for all AR steps (and CUDA graphs for `reduce-overhead`).
@@ -154,6 +155,9 @@ class BARSamplingState:
         self.cache = PreallocatedKVCache(
             config.num_hidden_layers, self.rows, config.num_attention_heads, P + N, config.head_dim, dtype, device
         )
+        if self.compiled:  # updated in place inside the graph: CUDA graphs need them at fixed addresses
+            for buffer in self.cache.keys + self.cache.values:
+                torch._dynamo.mark_static_address(buffer)
         self.class_ids = class_ids.to(device)
         self.tables = self._slot_tables(self.class_ids)
         self._block_start, self._block = None, None
@@ -219,10 +223,27 @@ class BARSamplingState:
     # -------------------------------------------------------------------------------------------- steps
     @torch.no_grad()
     def prefill(self) -> torch.Tensor:
-        """Prefix pass (cls + class tokens) through [`BARModel`] into the cache; conditions of token 0."""
-        conditions = self.model(bits=None, class_labels=self.class_ids, cache=self.cache, validate_inputs=False)
-        self.cache.length = self.config.prefix_length
-        return conditions.conditions[:, -1]
+        """Prefix pass (cls + class tokens) through [`BARModel`] into the cache; conditions of token 0.
+
+        The prefix depends only on the class: it is computed once per distinct class id (the null class of CFG once
+        for the whole batch) and copied to every row. Every GEMM of this pass has `rows × P >= P` rows, so the
+        result rows do not depend on how many distinct classes there are."""
+        unique, inverse = torch.unique(self.class_ids, return_inverse=True)
+        if unique.shape[0] == self.rows:
+            conditions = self.model(bits=None, class_labels=self.class_ids, cache=self.cache, validate_inputs=False)
+            self.cache.length = self.config.prefix_length
+            return conditions.conditions[:, -1]
+        c = self.config
+        prefix_cache = PreallocatedKVCache(
+            c.num_hidden_layers, unique.shape[0], c.num_attention_heads, c.prefix_length, c.head_dim,
+            self.cache.keys[0].dtype, self.device,
+        )  # fmt: skip
+        conditions = self.model(bits=None, class_labels=unique, cache=prefix_cache, validate_inputs=False)
+        P = c.prefix_length
+        for target, source in zip(self.cache.keys + self.cache.values, prefix_cache.keys + prefix_cache.values):
+            target[:, :, :P] = source.index_select(0, inverse)
+        self.cache.length = P
+        return conditions.conditions[:, -1].index_select(0, inverse)
 
     @torch.no_grad()
     def step(self, bits: torch.Tensor) -> torch.Tensor:
