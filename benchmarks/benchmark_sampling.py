@@ -4,7 +4,7 @@ BASELINE checkout (e.g. the previous `main`), interleaved.
 
     git worktree add --detach /tmp/bar_main_ref main   # the baseline
     python benchmarks/benchmark_sampling.py --baseline-src /tmp/bar_main_ref/src --out benchmarks/results/sampling
-    python benchmarks/benchmark_sampling.py --quick ...  # ~2 min on 2 cores
+    python benchmarks/benchmark_sampling.py --quick ...  # a few minutes on 2 cores (no compile, no bf16)
 
 Every variant runs in a worker process (the baseline worker imports `bar_hf` from `--baseline-src`, the others from
 this checkout); repeats are interleaved round-robin over variants so drift and noise hit all variants alike. Reported:
@@ -169,14 +169,14 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", default=["b4-small"], help="see benchmarks/_common.py SHAPES")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--variants", nargs="+", default=["eager", "eager-static", "compiled", "bf16", "bare-loop"])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--baseline-src", default=None, help="`src` folder of the baseline checkout (e.g. main)")
     parser.add_argument("--kv-shape", default="tiny-256", help="'' to skip the KV cache vs recompute measurement")
     parser.add_argument("--kv-batch", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--quick", action="store_true", help="3 repeats, batch 16 only, no bf16, 64 KV steps")
+    parser.add_argument("--quick", action="store_true", help="3 repeats, batch 16, no bf16/compile, 64 KV steps")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "sampling"))
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -184,7 +184,7 @@ def main() -> None:
         return worker_main(args.threads, args.device)
     if args.quick:
         args.repeats, args.batch_sizes = 3, [16]
-        args.variants = [v for v in args.variants if v != "bf16"]
+        args.variants = [v for v in args.variants if "bf16" not in v and "compiled" not in v]
     torch.set_num_threads(args.threads)
 
     workers = {"new": WorkerProcess(NEW_SRC, args.threads, args.device)}
