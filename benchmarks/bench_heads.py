@@ -6,8 +6,9 @@
 
 One "token" = everything the head does for one AR token: `S` head steps (the MBM head; `S = 4` by default, the
 scheduler's head steps) with the guided scheduler step, on a batch of `--tokens` rows (+ CFG rows). Width: BAR-B's
-head (2048, 3 blocks) unless `--head-width` says otherwise. Memory: parameter bytes, and the peak extra bytes of one
-head call measured with `torch.profiler` (CPU) or `torch.cuda.max_memory_allocated`. The linear head needs a softmax
+head (2048, 3 blocks) unless `--head-width` says otherwise. Memory: parameter bytes, and activation memory of one
+token: the largest single op allocation seen by `torch.profiler` on CPU, the peak extra bytes
+(`torch.cuda.max_memory_allocated`) on GPU. The linear head needs a softmax
 over `2**k` ids: its parameter count `W_h · 2**k` is computed from the config and the point is reported as
 infeasible (not run) when it exceeds `--max-linear-bytes`.
 """
@@ -148,7 +149,9 @@ def main() -> None:
             f"width {args.head_width}, {args.head_layers} blocks, {args.tokens} tokens + CFG, {args.dtype})",
             f"`{report['command']}`",
             "",
-            markdown_table(["head", "bits k", "ms/token (range)", "head steps", "params MiB", "peak act. MiB"], rows),
+            markdown_table(
+                ["head", "bits k", "ms/token (range)", "head steps", "params MiB", "largest op allocation MiB"], rows
+            ),
             "",
             ratio,
         ]
