@@ -1,158 +1,304 @@
 #!/usr/bin/env python
-"""Sampling throughput of `BARPipeline` for the authors' model sizes (random weights: speed does not depend on
-the values), plus full-size correctness checks on the same device.
+"""Sampling throughput of `BARPipeline` (random weights: speed does not depend on the values), new code vs a
+BASELINE checkout (e.g. the previous `main`), interleaved.
 
-    python benchmarks/benchmark_sampling.py --presets bar-b bar-b-4 --batch-size 125 --dtype bfloat16 --out bench.json
+    git worktree add --detach /tmp/bar_main_ref main   # the baseline
+    python benchmarks/benchmark_sampling.py --baseline-src /tmp/bar_main_ref/src --out benchmarks/results/sampling
+    python benchmarks/benchmark_sampling.py --quick ...  # a few minutes on 2 cores (no compile, no bf16)
 
-Throughput is measured like the authors' `sample_speed_benchmark`: warm-up batches excluded, images / wall time,
-KV cache and CFG on, tokenizer decoding included, evaluation sampling settings of the preset (BAR_METHOD §4.5).
+Every variant runs in a worker process (the baseline worker imports `bar_hf` from `--baseline-src`, the others from
+this checkout); repeats are interleaved round-robin over variants so drift and noise hit all variants alike. Reported:
+images/s from wall time (median and range over repeats) and process CPU seconds per image. Before timing, each
+worker's temperature-0 latents are compared with the baseline's (fp32 variants must be bit-identical).
+
+Variants (new code): `eager` (default pipeline call), `eager-static` (`cache_implementation="static"`), `compiled`
+(`pipe.enable_compile()`), `bf16` (eager, `torch.bfloat16` transformer), `compiled-bf16`, `bare-loop` (the same model calls without
+the pipeline: overhead = pipeline / bare − 1). Separately, `kv-vs-recompute`: backbone-only AR loop with the KV
+cache vs a full causal forward per step, on a tiny-width model with 256 AR steps.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
-import time
+import os
+import subprocess
+import sys
 
 import torch
-from transformers.cache_utils import DynamicCache
 
-from bar_hf import (
-    BAR_SAMPLING_DEFAULTS,
-    BARBitScheduler,
-    BARConfig,
-    BARForCausalImageModeling,
-    BARPipeline,
-    BARVQModel,
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import (  # noqa: E402
+    build_pipeline,
+    machine_info,
+    markdown_table,
+    summarize,
+    timed,
+    write_outputs,
 )
 
-
-def build_pipeline(preset: str, device: str, dtype: torch.dtype) -> BARPipeline:
-    config = BARConfig.from_preset(preset)
-    with torch.device(device):
-        transformer = BARForCausalImageModeling(config).eval()
-        image_size = 16 * config.latent_height
-        vqvae = BARVQModel(sample_size=image_size, num_bits=config.num_bits).eval()
-    defaults = BAR_SAMPLING_DEFAULTS[preset]
-    scheduler = BARBitScheduler(
-        bits_per_token=config.bits_per_step,
-        tokens_allocation=defaults["tokens_allocation"],
-        temperature=defaults["temperature"],
-    )
-    pipe = BARPipeline(vqvae, transformer, scheduler, guidance_scale=defaults["guidance_scale"])
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device=device, dtype=dtype)
+HERE = os.path.dirname(os.path.abspath(__file__))
+NEW_SRC = os.path.join(os.path.dirname(HERE), "src")
 
 
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+# ---------------------------------------------------------------------------------------------------- worker side
+def bare_loop(pipe, labels, generator):
+    """The pipeline's model calls without the pipeline (labels resolved, CFG weights, head loop, decode)."""
+    from bar_hf.bits import MASK_BIT, unpatchify_bits
+    from bar_hf.sampling_bar import BARSamplingState
+
+    config, scheduler = pipe.transformer.config, pipe.scheduler
+    scheduler.set_timesteps()
+    g = pipe.config.guidance_scale
+    ids = torch.tensor(labels)
+    ids = torch.cat([ids, torch.full_like(ids, config.null_class_id)])
+    state = BARSamplingState(pipe.transformer, ids, static=False)
+    conditions = state.prefill()
+    bits = torch.empty(len(labels), config.num_ar_steps, config.bits_per_step, dtype=torch.long)
+    for i in range(config.num_ar_steps):
+        weight = 1 + (g - 1) * i / config.num_ar_steps
+        states = torch.full((len(labels), config.bits_per_step), MASK_BIT)
+        for index, t in enumerate(scheduler.timesteps):
+            logits = state.head_logits(states, index, scheduler.mask_ratio(t), conditions, weight, True)
+            states = scheduler.step(logits, t, states, generator=generator).prev_sample
+        bits[:, i] = states
+        if i < config.num_ar_steps - 1:
+            conditions = state.step(torch.cat([states, states])[:, None])
+    latent = unpatchify_bits(bits, (config.latent_height, config.latent_width), config.patch_size)
+    return pipe.vqvae.decode_bits(latent).sample
 
 
-def throughput(
-    pipe: BARPipeline, batch_size: int, num_batches: int, warmup: int, device: str, cache: str = "dynamic"
-) -> dict:
-    labels = [i % pipe.transformer.config.num_classes for i in range(batch_size)]
-    generator = torch.Generator(device=device).manual_seed(0)
-    for _ in range(warmup):
-        pipe(labels, generator=generator, output_type="pt", cache_implementation=cache)
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(num_batches):
-        pipe(labels, generator=generator, output_type="pt", cache_implementation=cache)
-    sync(device)
-    elapsed = time.perf_counter() - start
-    return {
-        "images": batch_size * num_batches,
-        "seconds": round(elapsed, 3),
-        "images_per_second": round(batch_size * num_batches / elapsed, 2),
-        "cache_implementation": cache,
-    }
+def kv_vs_recompute(shape: str, batch: int, steps: int | None) -> dict:
+    """Backbone-only AR loop: KV cache (one token per step) vs full recompute (whole prefix per step)."""
+    from bar_hf.sampling_bar import BARSamplingState
+
+    pipe = build_pipeline(shape)
+    model, config = pipe.transformer, pipe.transformer.config
+    steps = steps or config.num_ar_steps
+    bits = torch.randint(0, 2, (2 * batch, steps, config.bits_per_step))
+    ids = torch.cat([torch.arange(batch) % config.num_classes, torch.full((batch,), config.null_class_id)])
+
+    @torch.no_grad()
+    def cached():  # the pipeline's path: preallocated KV cache, one token per step
+        state = BARSamplingState(model, ids, static=False)
+        state.prefill()
+        for i in range(steps - 1):
+            state.step(bits[:, i : i + 1])
+
+    @torch.no_grad()
+    def recompute():
+        for i in range(steps):
+            model.compute_conditions(bits[:, :i], ids, validate_inputs=False)
+
+    return {"cached": timed(cached), "recompute": timed(recompute), "steps": steps}
 
 
-@torch.no_grad()
-def kv_cache_parity(preset: str, device: str) -> dict:
-    """Full-size fp32 check: cached incremental conditions == full causal forward (BAR_METHOD §4.4: 2e-7)."""
-    torch.manual_seed(0)
-    config = BARConfig.from_preset(preset)
-    with torch.device(device):
-        model = BARForCausalImageModeling(config).eval()
-        for name, param in model.named_parameters():  # wake up AdaLN-zero so every path matters
-            if "adaLN_modulation" in name:
-                param.normal_(0, 0.02)
-    bits = torch.randint(0, 2, (2, config.num_ar_steps, config.bits_per_step), device=device)
-    labels = torch.tensor([3, config.null_class_id], device=device)
-    full = model.compute_conditions(bits, labels).conditions
-    cache = DynamicCache()
-    steps = [model.compute_conditions(None, labels, cache=cache).conditions]
-    for i in range(config.num_ar_steps - 1):
-        steps.append(model.compute_conditions(bits[:, i : i + 1], labels, cache=cache).conditions)
-    incremental = torch.cat(steps, 1)
-    model.config._attn_implementation = "eager"
-    eager = model.compute_conditions(bits, labels).conditions
-    return {
-        "max_abs_diff_cache_vs_full": float((incremental - full).abs().max()),
-        "max_abs_diff_eager_vs_sdpa": float((eager - full).abs().max()),
-        "condition_scale": float(full.abs().max()),
-    }
+class Worker:
+    """Holds pipelines of one code version; answers one JSON command per line."""
+
+    def __init__(self, threads: int, device: str):
+        torch.set_num_threads(threads)
+        self.device, self.pipes = device, {}
+
+    def pipe(self, shape, variant):
+        dtype = torch.bfloat16 if "bf16" in variant else torch.float32
+        key = (shape, dtype, "compiled" in variant)  # eager / eager-static / bare-loop share one pipeline
+        if key not in self.pipes:
+            pipe = build_pipeline(shape, self.device, dtype)  # bf16: the transformer only
+            if "compiled" in variant:
+                mode = "reduce-overhead" if self.device.startswith("cuda") else None
+                pipe.enable_compile(mode=mode)
+            self.pipes[key] = pipe
+        return self.pipes[key]
+
+    def run(self, command: dict) -> dict:
+        shape, variant, batch = command["shape"], command["variant"], command["batch"]
+        if variant == "kv-vs-recompute":
+            return kv_vs_recompute(shape, batch, command.get("steps"))
+        pipe = self.pipe(shape, variant)
+        labels = [i % pipe.transformer.config.num_classes for i in range(batch)]
+        generator = torch.Generator(device=self.device).manual_seed(0)
+        cache = "static" if variant == "eager-static" else "dynamic"
+        if command.get("latents"):  # temperature-0 latents for the bit-identity check
+            images = pipe(labels, temperature=0.0, output_type="latent", cache_implementation=cache).images
+            return {"latents": images.cpu().flatten().tolist()}
+        if variant == "bare-loop":
+            with torch.no_grad():
+                wall, cpu = timed(lambda: bare_loop(pipe, labels, generator), self.device)
+        else:
+            call = lambda: pipe(labels, generator=generator, output_type="pt", cache_implementation=cache)  # noqa: E731
+            wall, cpu = timed(call, self.device)
+        return {"wall": wall, "cpu": cpu}
+
+
+def worker_main(threads: int, device: str) -> None:
+    worker = Worker(threads, device)
+    for line in sys.stdin:
+        result = worker.run(json.loads(line))
+        sys.stdout.write(json.dumps(result) + "\n")
+        sys.stdout.flush()
+
+
+# ---------------------------------------------------------------------------------------------------- driver side
+class WorkerProcess:
+    def __init__(self, src: str, threads: int, device: str):
+        env = {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": str(threads)}
+        self.process = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--worker", "--threads", str(threads), "--device", device],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
+
+    def run(self, **command) -> dict:
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"benchmark worker died on {command}")
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--presets", nargs="*", default=["bar-b-4", "bar-b-2", "bar-b", "bar-l"])
-    parser.add_argument("--model", default=None, help="also time a saved pipeline (folder, Hub id or 'bundled')")
-    parser.add_argument("--batch-size", type=int, default=125)
-    parser.add_argument("--num-batches", type=int, default=2)
+    parser.add_argument("--shapes", nargs="+", default=["b4-small"], help="see benchmarks/_common.py SHAPES")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--variants", nargs="+", default=["eager", "eager-static", "compiled", "bf16", "bare-loop"])
+    parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="bfloat16")
+    parser.add_argument("--baseline-src", default=None, help="`src` folder of the baseline checkout (e.g. main)")
+    parser.add_argument("--kv-shape", default="tiny-256", help="'' to skip the KV cache vs recompute measurement")
+    parser.add_argument("--kv-batch", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--parity-preset", default="bar-b", help="'' to skip the full-size KV-cache check")
-    parser.add_argument("--caches", nargs="+", default=["dynamic", "static"], help="KV cache implementations to time")
-    parser.add_argument("--out", default=None)
+    parser.add_argument("--quick", action="store_true", help="3 repeats, batch 16, no bf16/compile, 64 KV steps")
+    parser.add_argument("--out", default=os.path.join(HERE, "results", "sampling"))
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
-    report = {
-        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor(),
-        "torch": torch.__version__,
-        "dtype": args.dtype,
-        "batch_size": args.batch_size,
-        "results": {},
-    }
-    if args.parity_preset:
-        report["kv_cache_parity_fp32"] = {args.parity_preset: kv_cache_parity(args.parity_preset, args.device)}
-        print(json.dumps(report["kv_cache_parity_fp32"]), flush=True)
-    if args.model:
-        from bar_hf import bundled_model_path
+    if args.worker:
+        return worker_main(args.threads, args.device)
+    if args.quick:
+        args.repeats, args.batch_sizes = 3, [16]
+        args.variants = [v for v in args.variants if "bf16" not in v and "compiled" not in v]
+    torch.set_num_threads(args.threads)
 
-        path = bundled_model_path() if args.model == "bundled" else args.model
-        pipe = BARPipeline.from_pretrained(path).to(device=args.device, dtype=dtype)
-        pipe.set_progress_bar_config(disable=True)
-        for cache in args.caches:
-            result = throughput(pipe, args.batch_size, args.num_batches, args.warmup, args.device, cache)
-            result.update(
-                guidance_scale=pipe.config.guidance_scale,
-                temperature=pipe.scheduler.config.temperature,
-                num_inference_steps=pipe.scheduler.config.num_inference_steps,
-                threads=torch.get_num_threads(),
-            )
-            report["results"][f"{args.model}/{cache}"] = result
-            print(args.model, json.dumps(result), flush=True)
-    for preset in args.presets:
-        pipe = build_pipeline(preset, args.device, dtype)
-        for cache in args.caches:
-            result = throughput(pipe, args.batch_size, args.num_batches, args.warmup, args.device, cache)
-            result.update(BAR_SAMPLING_DEFAULTS[preset])
-            report["results"][f"{preset}/{cache}"] = result
-            print(preset, json.dumps(result), flush=True)
-        del pipe
-        if args.device.startswith("cuda"):
-            torch.cuda.empty_cache()
-    if args.out:
-        with open(args.out, "w") as handle:
-            json.dump(report, handle, indent=2)
+    workers = {"new": WorkerProcess(NEW_SRC, args.threads, args.device)}
+    if args.baseline_src:
+        workers["baseline"] = WorkerProcess(os.path.abspath(args.baseline_src), args.threads, args.device)
+    plan = [("new", v) for v in args.variants] + ([("baseline", "eager")] if args.baseline_src else [])
+    report = {"machine": machine_info(args.device), "command": " ".join(sys.argv), "results": [], "identity": []}
+    for shape in args.shapes:
+        for batch in args.batch_sizes:
+            latents = {}  # temperature-0 bit identity of every fp32 variant with the baseline (or new/eager)
+            for who, variant in plan:
+                if "bf16" not in variant and variant != "bare-loop":
+                    latents[(who, variant)] = workers[who].run(shape=shape, variant=variant, batch=batch, latents=True)
+            reference_key = ("baseline", "eager") if args.baseline_src else ("new", "eager")
+            for (who, variant), got in latents.items():
+                report["identity"].append(
+                    {
+                        "shape": shape,
+                        "batch": batch,
+                        "variant": f"{who}/{variant}",
+                        "reference": "/".join(reference_key),
+                        "identical": got["latents"] == latents[reference_key]["latents"],
+                    }
+                )
+                print(json.dumps(report["identity"][-1]), flush=True)
+            times = {key: [] for key in plan}
+            for repeat in range(args.warmup + args.repeats):
+                for who, variant in plan:  # interleaved round-robin
+                    result = workers[who].run(shape=shape, variant=variant, batch=batch)
+                    if repeat >= args.warmup:
+                        times[(who, variant)].append(result)
+            for (who, variant), results in times.items():
+                report["results"].append(
+                    {
+                        "shape": shape,
+                        "batch": batch,
+                        "code": who,
+                        "variant": variant,
+                        "images_per_s": summarize([batch / r["wall"] for r in results]),
+                        "cpu_s_per_image": summarize([r["cpu"] / batch for r in results]),
+                    }
+                )
+                print(json.dumps(report["results"][-1]), flush=True)
+    if args.kv_shape:
+        steps = 64 if args.quick else None
+        kv = [workers["new"].run(shape=args.kv_shape, variant="kv-vs-recompute", batch=args.kv_batch, steps=steps)]
+        kv += [workers["new"].run(shape=args.kv_shape, variant="kv-vs-recompute", batch=args.kv_batch, steps=steps)]
+        cached, recompute = min(k["cached"][0] for k in kv), min(k["recompute"][0] for k in kv)
+        report["kv_vs_recompute"] = {
+            "shape": args.kv_shape,
+            "batch": args.kv_batch,
+            "steps": kv[0]["steps"],
+            "cached_s": cached,
+            "recompute_s": recompute,
+            "speedup": recompute / cached,
+        }
+    for worker in workers.values():
+        worker.close()
+    write_outputs(args.out, report, to_markdown(report))
+
+
+def to_markdown(report: dict) -> str:
+    rows, index = [], {}
+    for r in report["results"]:
+        index[(r["shape"], r["batch"], r["code"], r["variant"])] = r["images_per_s"]["median"]
+    for r in report["results"]:
+        ips, cpu = r["images_per_s"], r["cpu_s_per_image"]
+        base = index.get((r["shape"], r["batch"], "baseline", "eager"))
+        pipe_eager = index.get((r["shape"], r["batch"], "new", "eager"))
+        rows.append(
+            [
+                r["shape"],
+                r["batch"],
+                f"{r['code']}/{r['variant']}",
+                f"{ips['median']:.3g} ({ips['min']:.3g}–{ips['max']:.3g})",
+                f"{cpu['median']:.3g}",
+                f"{ips['median'] / base:.2f}×" if base else "–",
+                f"{ips['median'] / pipe_eager - 1:+.1%}" if r["variant"] == "bare-loop" and pipe_eager else "",
+            ]
+        )
+    m = report["machine"]
+    text = [
+        f"Sampling ({m['date_utc']} UTC, torch {m['torch']}, {m['device']} / {m['cpu']} {m['cpu_capability']}, "
+        f"{m['threads']} threads, git {m.get('git', '?')})",
+        f"`{report['command']}`",
+        "",
+        markdown_table(
+            [
+                "shape",
+                "batch",
+                "code/variant",
+                "images/s median (range)",
+                "CPU s/image",
+                "vs baseline",
+                "bare vs pipe",
+            ],
+            rows,
+        ),
+        "",
+    ]
+    for entry in report["identity"]:
+        text.append(
+            f"- temperature-0 latents of {entry['shape']} batch {entry['batch']} {entry['variant']} "
+            f"{'identical to' if entry['identical'] else '**differ from**'} {entry['reference']}"
+        )
+    kv = report.get("kv_vs_recompute")
+    if kv:
+        text += [
+            "",
+            f"KV cache vs full recompute ({kv['shape']}, batch {kv['batch']} + CFG, {kv['steps']} AR steps, "
+            f"backbone only): cached {kv['cached_s']:.3g} s, recompute {kv['recompute_s']:.3g} s, "
+            f"**{kv['speedup']:.1f}×**",
+        ]
+    return "\n".join(text)
 
 
 if __name__ == "__main__":

@@ -152,8 +152,46 @@ def build_2d_rope_table(
 
 def apply_interleaved_rope(hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """`x * cos + rot(x) * sin` with `rot(x0, x1) = (-x1, x0)` on adjacent channel pairs (GPT-J convention)."""
-    rotated = torch.stack([-hidden[..., 1::2], hidden[..., 0::2]], dim=-1).reshape(hidden.shape)
-    return hidden * cos + rotated * sin
+    return apply_signed_rope(hidden, cos, signed_rope_sin(sin))
+
+
+def signed_rope_sin(sin: torch.Tensor) -> torch.Tensor:
+    """`sin` with the even channels negated, so that `rot(x) * sin == swap_pairs(x) * signed_sin` exactly."""
+    sign = torch.ones(sin.shape[-1], dtype=sin.dtype, device=sin.device)
+    sign[0::2] = -1
+    return sin * sign
+
+
+def apply_signed_rope(hidden: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """Interleaved RoPE with a pre-signed sin table: one swap of adjacent channels and two products. Bit-identical to
+    [`apply_interleaved_rope`] (`(-x1)·s == x1·(-s)` in floating point)."""
+    swapped = hidden.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
+    return hidden * cos + swapped * signed_sin
+
+
+def query_key_rope(
+    cos: torch.Tensor, sin: torch.Tensor, target_cos: torch.Tensor, target_sin: torch.Tensor, num_heads: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-head RoPE tables `(query_cos, query_signed_sin, key_cos, key_signed_sin)` from own/target tables of shape
+    `(..., T, head_dim)`: the first half of the query heads use the own position, the second half the target position
+    (target-aware RoPE), the keys the own position. Built once per forward, applied with one op per layer."""
+    half = num_heads // 2
+    lead = cos.shape[:-2]
+
+    def per_head(own: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        own, target = own.unsqueeze(-3), target.unsqueeze(-3)  # (..., 1, T, hd)
+        return torch.cat(
+            [own.expand(*lead, half, *own.shape[-2:]), target.expand(*lead, num_heads - half, *own.shape[-2:])],
+            dim=-3,
+        )
+
+    signed_sin = signed_rope_sin(sin)
+    return (
+        per_head(cos, target_cos),
+        per_head(signed_sin, signed_rope_sin(target_sin)),
+        cos.unsqueeze(-3),
+        signed_sin.unsqueeze(-3),
+    )
 
 
 def eager_attention_forward(
@@ -256,17 +294,9 @@ class BARAttention(nn.Module):
         qkv = self.qkv(hidden_states).reshape(batch, length, 3, self.num_heads, self.head_dim)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, T, hd)
         query, key = self.q_norm(query), self.k_norm(key)
-        cos, sin, target_cos, target_sin = rope  # (B, 1, T, hd) float32
-        half = self.num_heads // 2
-        query_f = query.float()
-        query = torch.cat(
-            [
-                apply_interleaved_rope(query_f[:, :half], cos, sin),
-                apply_interleaved_rope(query_f[:, half:], target_cos, target_sin),
-            ],
-            dim=1,
-        ).to(value.dtype)
-        key = apply_interleaved_rope(key.float(), cos, sin).to(value.dtype)
+        query_cos, query_sin, key_cos, key_sin = rope  # see `query_key_rope`: float32, (B, H or 1, T, hd)
+        query = apply_signed_rope(query.float(), query_cos, query_sin).to(value.dtype)
+        key = apply_signed_rope(key.float(), key_cos, key_sin).to(value.dtype)
         if cache is not None:
             key, value = cache.update(key, value, self.layer_idx)
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
@@ -297,10 +327,12 @@ class BARDecoderLayer(GradientCheckpointingLayer):
         rope: tuple[torch.Tensor, ...] = (),
         attention_mask: torch.Tensor | None = None,
         cache: Cache | None = None,
+        modulation: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(adaln_condition).chunk(
-            6, dim=-1
-        )
+        # `modulation`: `adaLN_modulation(adaln_condition)` precomputed by a sampler (it depends only on class and slot)
+        if modulation is None:
+            modulation = self.adaLN_modulation(adaln_condition)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = modulation.chunk(6, dim=-1)
         attn_input = modulate(self.norm1(hidden_states), shift_msa, scale_msa)
         hidden_states = hidden_states + gate_msa * self.attn(attn_input, rope, attention_mask, cache)[0]
         mlp_input = modulate(self.norm2(hidden_states), shift_mlp, scale_mlp)
@@ -402,10 +434,17 @@ class BARMaskedBitHead(_BARHeadBase):
 
     def forward(self, bit_states: torch.Tensor, mask_ratio: torch.Tensor, conditions: torch.Tensor) -> torch.Tensor:
         self._check_inputs(bit_states, mask_ratio, conditions)
+        return self.forward_embedded(bit_states, self.t_embedder(mask_ratio), conditions)
+
+    def forward_embedded(
+        self, bit_states: torch.Tensor, ratio_embedding: torch.Tensor, conditions: torch.Tensor
+    ) -> torch.Tensor:
+        """`forward` with the mask-ratio embedding `t_embedder(mask_ratio)` given (samplers compute it once per head
+        step index instead of once per head step)."""
         tokens = bit_states.shape[0]
         embedded = self.input_embed(bit_states).reshape(tokens, -1)  # (M, k * e)
         hidden = self.ln_pre(self.input_proj(embedded))
-        condition = F.silu(self.t_embedder(mask_ratio) + conditions)  # SiLU here and again inside every AdaLN
+        condition = F.silu(ratio_embedding + conditions)  # SiLU here and again inside every AdaLN
         hidden = self._trunk(hidden, condition)
         return self.output_embed(hidden).reshape(tokens, self.bits_per_step, 2)
 
@@ -437,15 +476,22 @@ class BARLinearHead(_BARHeadBase):
         self.ln_pre = BARRMSNorm(config.head_hidden_size, eps=config.rms_norm_eps)
         self.output_embed = nn.Linear(config.head_hidden_size, 2**config.bits_per_step)
 
+    def _id_bits(self, device: torch.device) -> torch.Tensor:
+        """The `(2**k, k)` bits of every id, built once per device (not at every head step)."""
+        table = getattr(self, "_id_bits_table", None)
+        if table is None or table.device != device:
+            table = ids_to_bits(torch.arange(2**self.bits_per_step, device=device), self.bits_per_step)
+            self._id_bits_table = table
+        return table
+
     def id_logits(self, conditions: torch.Tensor) -> torch.Tensor:
         hidden = self._trunk(self.ln_pre(conditions), F.silu(conditions))
         return self.output_embed(hidden)  # (M, 2**k)
 
     def forward(self, bit_states: torch.Tensor, mask_ratio: torch.Tensor, conditions: torch.Tensor) -> torch.Tensor:
         self._check_inputs(bit_states, mask_ratio, conditions)
-        k = self.bits_per_step
         logits = self.id_logits(conditions).float()
-        table = ids_to_bits(torch.arange(2**k, device=logits.device), k)  # (2**k, k)
+        table = self._id_bits(logits.device)  # (2**k, k)
         fixed = bit_states != MASK_BIT
         consistent = ((table[None] == bit_states[:, None, :]) | ~fixed[:, None, :]).all(-1)  # (M, 2**k)
         logits = logits.masked_fill(~consistent, float("-inf"))
@@ -658,11 +704,8 @@ class BARModel(BARPreTrainedModel):
 
         hidden = hidden + self.pos_embed[0, own].to(dtype) + self.target_aware_pos_embed[0, target].to(dtype)
         adaln = (class_vectors[:, None, :] + self.slot_embed[0, slots][None]).to(dtype)
-        rope = (
-            self.rope_cos[own][:, None],
-            self.rope_sin[own][:, None],
-            self.rope_cos[target][:, None],
-            self.rope_sin[target][:, None],
+        rope = query_key_rope(
+            self.rope_cos[own], self.rope_sin[own], self.rope_cos[target], self.rope_sin[target], c.num_attention_heads
         )
         attention_mask = None
         if static_length is not None or (length > 1 and (past_length > 0 or c._attn_implementation != "sdpa")):

@@ -9,7 +9,6 @@ import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import logging
-from transformers.cache_utils import DynamicCache, StaticCache
 
 from .bits import MASK_BIT, patchify_bits, unpatchify_bits
 from .hub_utils import push_pipeline_to_hub, write_remote_code_shims
@@ -229,18 +228,14 @@ class BARPipeline(BARLoraLoaderMixin, DiffusionPipeline):
         return labels, guidance_scale, guidance_schedule, num_inference_steps, temperature
 
     # ------------------------------------------------------------------------------------------------ sampling
-    def _sample_token(self, conditions, weight, batch_size, generator) -> torch.Tensor:
+    def _sample_token(self, conditions, weight, batch_size, generator, sampling_state) -> torch.Tensor:
         """Run the scheduler-driven head steps for one AR token; `conditions` is `[cond; uncond]` with CFG."""
         k = self.transformer.config.bits_per_step
-        device = conditions.device
-        states = torch.full((batch_size, k), MASK_BIT, dtype=torch.long, device=device)
-        for t in self.scheduler.timesteps:
-            ratio = torch.full((conditions.shape[0],), self.scheduler.mask_ratio(t), device=device)
-            head_states = torch.cat([states, states]) if self.do_classifier_free_guidance else states
-            logits = self.transformer.head_logits(head_states, ratio, conditions, validate_inputs=False).float()
-            if self.do_classifier_free_guidance:
-                cond, uncond = logits.chunk(2)
-                logits = uncond + weight * (cond - uncond)
+        states = torch.full((batch_size, k), MASK_BIT, dtype=torch.long, device=conditions.device)
+        for index, t in enumerate(self.scheduler.timesteps):
+            logits = sampling_state.head_logits(
+                states, index, self.scheduler.mask_ratio(t), conditions, weight, self.do_classifier_free_guidance
+            )
             states = self.scheduler.step(logits, t, states, generator=generator).prev_sample
         return states
 
@@ -282,6 +277,30 @@ class BARPipeline(BARLoraLoaderMixin, DiffusionPipeline):
             f"the callback's `latents` must keep shape {tuple(latents_before.shape)}, bits in {{0, 1}} where generated "
             f"and {MASK_BIT} (MASK_BIT) where not generated yet (after AR step {i})."
         )
+
+    def enable_compile(self, mode: str | None = None, backend: str = "inductor", **compile_kwargs) -> None:
+        """Sample through `torch.compile`d per-step functions (backbone one-token step, guided head step) with a
+        static KV cache: one graph each for every AR step (no recompilation; CUDA-graph friendly with
+        `mode="reduce-overhead"` on GPU). Compiled results equal eager ones up to float rounding.
+
+        If compilation fails (no compiler toolchain, unsupported platform) the pipeline warns once and samples
+        eagerly. `disable_compile()` undoes it.
+        """
+        from .sampling_bar import compile_step_functions
+
+        self._compiled_steps = compile_step_functions(mode=mode, backend=backend, **compile_kwargs)
+
+    def disable_compile(self) -> None:
+        """Go back to eager sampling (see [`~BARPipeline.enable_compile`])."""
+        self._compiled_steps = None
+
+    def _sampling_state(self, class_ids, cache_implementation: str):
+        from .sampling_bar import BARSamplingState
+
+        compiled = getattr(self, "_compiled_steps", None)
+        static = cache_implementation == "static" or compiled is not None
+        state = BARSamplingState(self.transformer, class_ids, static=static, step_functions=compiled)
+        return state
 
     @torch.no_grad()
     def __call__(
@@ -331,9 +350,10 @@ class BARPipeline(BARLoraLoaderMixin, DiffusionPipeline):
                 generated so far.
             callback_on_step_end_tensor_inputs (`list[str]`, *optional*): tensors passed to the callback, from
                 `["bits", "conditions", "latents"]`; defaults to `["bits", "latents"]`.
-            cache_implementation (`str`, *optional*, defaults to `"dynamic"`): KV cache of the backbone:
-                `"dynamic"` (transformers' `DynamicCache`, grows by concatenation) or `"static"` (`StaticCache`, one
-                buffer for the whole sequence, masked; avoids the quadratic copies of long sequences). Same outputs.
+            cache_implementation (`str`, *optional*, defaults to `"dynamic"`): KV cache of the backbone, one
+                preallocated buffer per layer in both cases: `"dynamic"` attends to exactly the keys written so far
+                (shapes grow per step) or `"static"` (the whole buffer, masked: the same shapes at every step, as
+                `torch.compile` and CUDA graphs need; see [`~BARPipeline.enable_compile`]). Same outputs.
         """
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
@@ -361,11 +381,9 @@ class BARPipeline(BARLoraLoaderMixin, DiffusionPipeline):
         class_ids = torch.tensor(labels, device=device)
         if self.do_classifier_free_guidance:
             class_ids = torch.cat([class_ids, torch.full_like(class_ids, config.null_class_id)])
-        if cache_implementation == "static":  # one buffer for the whole sequence: no per-step concatenation
-            cache = StaticCache(config=config, max_cache_len=config.prefix_length + num_steps)
-        else:
-            cache = DynamicCache()
-        conditions = self.transformer.compute_conditions(None, class_ids, cache=cache).conditions[:, -1]
+        # KV cache, per-slot tables and (optionally) compiled step functions of this generation
+        sampling_state = self._sampling_state(class_ids, cache_implementation)
+        conditions = sampling_state.prefill()
         # generated tokens are written into one preallocated buffer (no quadratic re-concatenation)
         bits = torch.empty(batch_size, num_steps, config.bits_per_step, dtype=torch.long, device=device)
         generated = 0
@@ -375,7 +393,7 @@ class BARPipeline(BARLoraLoaderMixin, DiffusionPipeline):
                 if self.interrupt:
                     break
                 weight = guidance_weight(self._guidance_scale, i, num_steps, guidance_schedule)
-                bits[:, i] = self._sample_token(conditions, weight, batch_size, generator)
+                bits[:, i] = self._sample_token(conditions, weight, batch_size, generator, sampling_state)
                 generated = i + 1
                 if callback_on_step_end is not None:
                     self._run_callback(callback_on_step_end, i, bits, generated, conditions, callback_inputs)
@@ -383,9 +401,7 @@ class BARPipeline(BARLoraLoaderMixin, DiffusionPipeline):
                     step_input = bits[:, i : i + 1]
                     if self.do_classifier_free_guidance:
                         step_input = torch.cat([step_input, step_input])
-                    conditions = self.transformer.compute_conditions(
-                        step_input, class_ids, cache=cache, validate_inputs=False
-                    ).conditions[:, -1]
+                    conditions = sampling_state.step(step_input)
                 progress_bar.update()
 
         if generated < num_steps:  # interrupted (`pipe._interrupt = True` in a callback): no full image exists

@@ -275,8 +275,9 @@ class BARBitScheduler(BARSchedulerMixin):
         logits = model_output.float()
         sample = sample.to(device)
 
-        noise = _gumbel((batch, k, 2), generator, device)
-        sampled = (logits + temperature * noise).argmax(-1)
+        # temperature 0: `logits + 0 · noise == logits`, so no noise is drawn (the generator is left untouched)
+        noisy_logits = logits + temperature * _gumbel((batch, k, 2), generator, device) if temperature else logits
+        sampled = noisy_logits.argmax(-1)
         confidence = self.confidence(logits, sampled)
         fixed = sample != MASK_BIT
         sampled = torch.where(fixed, sample, sampled)
@@ -287,8 +288,10 @@ class BARBitScheduler(BARSchedulerMixin):
             num_masked = (~fixed).sum(-1)
             keep_masked = torch.full_like(num_masked, k - self.cumulative[s + 1])
             keep_masked = torch.minimum(keep_masked.clamp(min=1), num_masked - 1).clamp(min=0)
-            noisy = confidence + temperature * _gumbel((batch, k), generator, device)
-            cutoff = noisy.sort(-1).values.gather(-1, (keep_masked - 1).clamp(min=0)[:, None])
+            noisy = confidence + temperature * _gumbel((batch, k), generator, device) if temperature else confidence
+            # the `keep_masked`-th smallest value; keep_masked <= max(1, k - C_{s+1}), so a partial sort suffices
+            smallest = noisy.topk(max(1, k - self.cumulative[s + 1]), dim=-1, largest=False).values
+            cutoff = smallest.gather(-1, (keep_masked - 1).clamp(min=0)[:, None])
             remask = (noisy <= cutoff) & (keep_masked[:, None] > 0)
             prev = torch.where(remask, torch.full_like(sampled, MASK_BIT), sampled)
         if not return_dict:
