@@ -189,13 +189,17 @@ class BARPipeline(DiffusionPipeline):
         device = conditions.device
         states = torch.full((batch_size, k), MASK_BIT, dtype=torch.long, device=device)
         for t in self.scheduler.timesteps:
-            ratio = torch.full((conditions.shape[0],), self.scheduler.mask_ratio(t), device=device)
+            ratio = self.scheduler.head_mask_ratio(t, states)
+            if self.do_classifier_free_guidance:
+                ratio = torch.cat([ratio, ratio])
             head_states = torch.cat([states, states]) if self.do_classifier_free_guidance else states
             logits = self.transformer.head_logits(head_states, ratio, conditions, validate_inputs=False).float()
             if self.do_classifier_free_guidance:
                 cond, uncond = logits.chunk(2)
                 logits = uncond + weight * (cond - uncond)
             states = self.scheduler.step(logits, t, states, generator=generator).prev_sample
+            if self.scheduler.supports_early_stop and self.scheduler.is_finished(states):
+                break  # every row revealed: skip the remaining head calls (one device-to-host read per step)
         return states
 
     @torch.no_grad()
