@@ -39,7 +39,9 @@ def test_quick_sweep_writes_report_and_resumes(tmp_path):
     assert results["cosine-S2"]["tokens_allocation"] == [1, 3]
     adaptive = results["adaptive-S~2"]
     assert adaptive["scheduler_config"]["confidence_threshold"] == adaptive["setting"]["confidence_threshold"]
-    assert num_tokens <= adaptive["head_calls_per_image"] <= adaptive["head_calls_per_image_in_batch"] <= 4 * num_tokens
+    assert (
+        num_tokens <= adaptive["head_calls_per_image"] <= adaptive["head_calls_per_image_in_batch"] <= 4 * num_tokens
+    )
     calibration = json.loads((tmp_path / "calibration.json").read_text())
     assert list(calibration.values()) == sorted(calibration.values())  # more calls at higher thresholds
     assert set(report["timing"]) == set(names)
