@@ -94,7 +94,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num_images", type=int, default=500, help="images per setting (classes cycled)")
     parser.add_argument("--batch_size", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0, help="image i uses torch.Generator().manual_seed(seed + i)")
-    parser.add_argument("--settings", nargs="*", default=None, help="names of settings to run (default: all)")
+    parser.add_argument(
+        "--settings", nargs="*", default=None, help="names of settings to run, in this order (default: all)"
+    )
     parser.add_argument("--num_reference", type=int, default=2000, help="real Fashion-MNIST test images for FID")
     parser.add_argument("--classifier", default=str(CLASSIFIER), help="Fashion-MNIST classifier (.safetensors)")
     parser.add_argument("--calibration_images", type=int, default=30, help="images to calibrate adaptive thresholds")
@@ -366,7 +368,8 @@ def main(args: argparse.Namespace) -> dict:
         unknown = sorted(set(args.settings) - {s.name for s in settings})
         if unknown:
             raise ValueError(f"--settings: unknown names {unknown}; known: {[s.name for s in settings]}")
-        settings = [s for s in settings if s.name in args.settings]
+        by_name = {s.name: s for s in settings}
+        settings = [by_name[name] for name in dict.fromkeys(args.settings)]  # in the order given
     if any(s.scheduler == "BARAdaptiveBitScheduler" for s in settings):
         calibration = calibrate_adaptive(pipe, base_config, args, out)
         for s in settings:
