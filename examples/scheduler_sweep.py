@@ -311,7 +311,7 @@ def markdown_table(results: list[dict], timing: dict) -> str:
         t = timing.get(name)
         speed = f"{t['images_per_s_median']:.1f} [{t['images_per_s_range'][0]:.1f}, {t['images_per_s_range'][1]:.1f}]"
         lines.append(
-            f"| {name} | {r['setting']['scheduler'].replace('BAR', '').replace('BitScheduler', '')} | {detail} | "
+            f"| {name} | {r['setting']['scheduler'].replace('BAR', '').replace('BitScheduler', '') or 'Bit'} | {detail} | "
             f"{cfg['temperature']:g} | {r['head_calls_per_image']:.1f} | {r['head_calls_per_image_in_batch']:.1f} | "
             f"{_fmt(r['fid'], 2)} | {_fmt(r['precision'])} | {_fmt(r['recall'])} | {_fmt(r['class_accuracy'])} | "
             f"{speed if t else '–'} |"

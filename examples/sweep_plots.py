@@ -18,7 +18,7 @@ def _ticks(low: float, high: float, count: int = 5) -> list[float]:
     step = 10 ** math.floor(math.log10(raw))
     step *= next(m for m in (1, 2, 5, 10) if m * step >= raw)
     start = math.floor(low / step) * step
-    return [start + i * step for i in range(int((high - start) / step) + 2) if start + i * step <= high + step / 2]
+    return [start + i * step for i in range(math.ceil((high - start) / step - 1e-9) + 1)]
 
 
 def _panel(draw, box, lines, x_label, y_label, title, font) -> None:
