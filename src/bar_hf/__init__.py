@@ -23,7 +23,13 @@ from .modeling_bar import (
     BARPreTrainedModel,
 )
 from .pipeline_bar import BARPipeline
-from .scheduling_bar import BARBitScheduler, BARBitSchedulerOutput, BARLogProbBitScheduler, BARSchedulerMixin
+from .scheduling_bar import (
+    BARAdaptiveBitScheduler,
+    BARBitScheduler,
+    BARBitSchedulerOutput,
+    BARLogProbBitScheduler,
+    BARSchedulerMixin,
+)
 from .vq_model_bar import BARBitQuantizer, BARVQEncoderOutput, BARVQModel
 
 AutoConfig.register("bar", BARConfig, exist_ok=True)
@@ -48,6 +54,7 @@ __all__ = [
     "BARLinearHead",
     "BARBitScheduler",
     "BARLogProbBitScheduler",
+    "BARAdaptiveBitScheduler",
     "BARBitSchedulerOutput",
     "BARSchedulerMixin",
     "BARPipeline",

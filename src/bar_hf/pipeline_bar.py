@@ -232,11 +232,17 @@ class BARPipeline(BARLoraLoaderMixin, DiffusionPipeline):
         """Run the scheduler-driven head steps for one AR token; `conditions` is `[cond; uncond]` with CFG."""
         k = self.transformer.config.bits_per_step
         states = torch.full((batch_size, k), MASK_BIT, dtype=torch.long, device=conditions.device)
+        # schedulers that feed each row its own mask ratio (adaptive) override `head_mask_ratio`; the others give
+        # one ratio per head step, whose embedding the sampling state computes once per generation
+        per_row = type(self.scheduler).head_mask_ratio is not BARSchedulerMixin.head_mask_ratio
         for index, t in enumerate(self.scheduler.timesteps):
+            ratio = self.scheduler.head_mask_ratio(t, states) if per_row else self.scheduler.mask_ratio(t)
             logits = sampling_state.head_logits(
-                states, index, self.scheduler.mask_ratio(t), conditions, weight, self.do_classifier_free_guidance
+                states, index, ratio, conditions, weight, self.do_classifier_free_guidance
             )
             states = self.scheduler.step(logits, t, states, generator=generator).prev_sample
+            if self.scheduler.supports_early_stop and self.scheduler.is_finished(states):
+                break  # every row revealed: skip the remaining head calls (one device-to-host read per step)
         return states
 
     def _latents_view(self, bits: torch.Tensor, generated: int) -> torch.Tensor:

@@ -259,19 +259,30 @@ class BARSamplingState:
 
     @torch.no_grad()
     def head_logits(self, states, step_index: int, mask_ratio: float, conditions, weight: float, guided: bool):
-        """Guided float32 logits `(batch, k, 2)` of head step `step_index` for the bit states `(batch, k)`."""
+        """Guided float32 logits `(batch, k, 2)` of head step `step_index` for the bit states `(batch, k)`.
+
+        `mask_ratio` is the step's ratio (a float, the same for every row: its embedding is computed once per
+        generation) or one ratio per row `(batch,)` (adaptive schedulers: embedded at every call)."""
         head = self.transformer.head
-        if not isinstance(head, BARMaskedBitHead):  # baselines: the generic path
+        per_row = isinstance(mask_ratio, torch.Tensor)
+        if per_row:
+            ratio = torch.cat([mask_ratio, mask_ratio]) if guided else mask_ratio
+            ratio = ratio.to(conditions.device, torch.float32)
+        else:
             ratio = torch.full((conditions.shape[0],), mask_ratio, device=conditions.device)
+        if not isinstance(head, BARMaskedBitHead):  # baselines: the generic path
             head_states = torch.cat([states, states]) if guided else states
             logits = self.transformer.head_logits(head_states, ratio, conditions, validate_inputs=False).float()
             if guided:
                 cond, uncond = logits.chunk(2)
                 logits = uncond + weight * (cond - uncond)
             return logits
-        if step_index not in self.ratio_embeddings:  # same ratio for every AR token: once per generation
-            ratio = torch.full((conditions.shape[0],), mask_ratio, device=conditions.device)
-            self.ratio_embeddings[step_index] = head.t_embedder(ratio)
+        if per_row:
+            ratio_embedding = head.t_embedder(ratio)
+        else:
+            if step_index not in self.ratio_embeddings:  # same ratio for every AR token: once per generation
+                self.ratio_embeddings[step_index] = head.t_embedder(ratio)
+            ratio_embedding = self.ratio_embeddings[step_index]
         if self.compiled:  # a python float would be baked into the graph (one recompilation per AR step)
             weight = torch.tensor(weight, dtype=torch.float32, device=conditions.device)
-        return self.functions["head_step"](head, states, self.ratio_embeddings[step_index], conditions, weight, guided)
+        return self.functions["head_step"](head, states, ratio_embedding, conditions, weight, guided)

@@ -15,6 +15,7 @@ from diffusers.utils import BaseOutput
 from .bits import MASK_BIT
 
 __all__ = [
+    "BARAdaptiveBitScheduler",
     "BARBitScheduler",
     "BARLogProbBitScheduler",
     "BARBitSchedulerOutput",
@@ -136,6 +137,19 @@ class BARSchedulerMixin(SchedulerMixin, ConfigMixin):
                 found[klass.__name__] = klass
         return list(found.values())
 
+    # early-stop hooks used by `BARPipeline`; fixed schedules keep these defaults (no extra work, no device sync)
+    supports_early_stop = False
+
+    def head_mask_ratio(self, timestep: int | torch.Tensor, sample: torch.LongTensor) -> torch.Tensor:
+        """Mask ratio fed to the MBM head for each row of `sample` `(batch, k)` at head step `timestep`: by default
+        the schedule's `mask_ratio(timestep)` for every row."""
+        return torch.full((sample.shape[0],), self.mask_ratio(timestep), device=sample.device)
+
+    def is_finished(self, sample: torch.LongTensor) -> bool:
+        """Whether the head loop may stop before the last timestep because every bit of every row is revealed.
+        Always `False` unless `supports_early_stop` (then it may read one value back from the device)."""
+        return False
+
 
 class BARBitScheduler(BARSchedulerMixin):
     r"""The authors' per-token iterative unmasking (BAR_METHOD §4.3).
@@ -158,7 +172,7 @@ class BARBitScheduler(BARSchedulerMixin):
             (see [`derive_tokens_allocation`]).
     """
 
-    _compatibles = ["BARBitScheduler", "BARLogProbBitScheduler"]
+    _compatibles = ["BARBitScheduler", "BARLogProbBitScheduler", "BARAdaptiveBitScheduler"]
 
     @register_to_config
     def __init__(
@@ -169,6 +183,9 @@ class BARBitScheduler(BARSchedulerMixin):
         temperature: float = 1.0,
         allocation_rule: str = "uniform",
     ):
+        self._init_schedule(bits_per_token, num_inference_steps, tokens_allocation, temperature)
+
+    def _init_schedule(self, bits_per_token: int, num_inference_steps, tokens_allocation, temperature) -> None:
         if isinstance(bits_per_token, bool) or not isinstance(bits_per_token, int) or bits_per_token < 1:
             raise ValueError(f"`bits_per_token` must be a positive int, got {bits_per_token!r}.")
         if tokens_allocation is not None:
@@ -336,3 +353,136 @@ class BARLogProbBitScheduler(BARBitScheduler):
 
     def confidence(self, logits: torch.Tensor, sampled: torch.Tensor) -> torch.Tensor:
         return logits.log_softmax(-1).gather(-1, sampled[..., None]).squeeze(-1)
+
+
+class BARAdaptiveBitScheduler(BARBitScheduler):
+    r"""Confidence-adaptive unmasking: each token reveals, at every head step, all still-masked bits whose
+    probability is high enough, so easy tokens finish in fewer head calls (not in BAR_METHOD; a bar_hf option).
+
+    The schedule (`num_inference_steps` / `tokens_allocation` / `allocation_rule`, as in [`BARBitScheduler`]) gives
+    the **maximum** number of head steps `S` and a floor: after step `s` at least `C_{s+1}` bits are revealed (the
+    fixed allocation), so every bit is revealed by the last step. Use `num_inference_steps=k` for the widest range
+    (a floor of one bit per step). At head step `s` (temperature `T_s = τ0·(1 − s/S)` as in the fixed schedulers):
+
+    1. every masked bit is sampled by Gumbel-max at `T_s` from the (guided) logits;
+    2. its confidence is `max_v softmax(ℓ)[v]` (the guided probability of the more likely value, temperature 1);
+    3. the row reveals its `n` most confident masked bits, `n` = number of masked bits with confidence
+       `>= confidence_threshold`, raised to the floor `max(min_bits_per_step, C_{s+1} − revealed)` and lowered to
+       `max_bits_per_step` (never below the floor); the last step reveals everything. Ties keep bit order.
+
+    Revealed bits never change. All Gumbel noise of a token (`S` steps) is drawn at step 0, one block per row
+    generator, so a row's bits do not depend on how many head steps the batch runs (`BARPipeline` stops the head
+    loop once [`~BARAdaptiveBitScheduler.is_finished`] — one device-to-host read per head step). The MBM head is
+    fed each row's actual masked fraction ([`~BARAdaptiveBitScheduler.head_mask_ratio`]). `temperature=0` is
+    deterministic.
+
+    Args:
+        bits_per_token, num_inference_steps, tokens_allocation, temperature, allocation_rule: as in
+            [`BARBitScheduler`] (the allocation is the floor described above).
+        confidence_threshold (`float`, *optional*, defaults to 0.9): reveal masked bits whose guided probability is
+            at least this (in (0, 1]; a binary bit's confidence is always >= 0.5, so <= 0.5 reveals everything at
+            step 0).
+        min_bits_per_step (`int`, *optional*, defaults to 1): reveal at least this many bits per step (>= 1).
+        max_bits_per_step (`int`, *optional*): reveal at most this many bits per step (before the last step), unless
+            the floor needs more; `None` means no cap.
+    """
+
+    supports_early_stop = True
+
+    @register_to_config
+    def __init__(
+        self,
+        bits_per_token: int = 16,
+        num_inference_steps: int = 4,
+        tokens_allocation: list[int] | None = None,
+        temperature: float = 1.0,
+        allocation_rule: str = "uniform",
+        confidence_threshold: float = 0.9,
+        min_bits_per_step: int = 1,
+        max_bits_per_step: int | None = None,
+    ):
+        if isinstance(confidence_threshold, bool) or not isinstance(confidence_threshold, (int, float)):
+            raise ValueError(f"`confidence_threshold` must be a number in (0, 1], got {confidence_threshold!r}.")
+        if not 0 < confidence_threshold <= 1:
+            raise ValueError(f"`confidence_threshold` must be in (0, 1], got {confidence_threshold!r}.")
+        for name, value in (("min_bits_per_step", min_bits_per_step), ("max_bits_per_step", max_bits_per_step)):
+            if value is None and name == "max_bits_per_step":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
+        if max_bits_per_step is not None and max_bits_per_step < min_bits_per_step:
+            raise ValueError(
+                f"`max_bits_per_step` ({max_bits_per_step}) must be >= `min_bits_per_step` ({min_bits_per_step})."
+            )
+        self._noise = None
+        self._last_step = None
+        # not `super().__init__`: it would re-register the config
+        self._init_schedule(bits_per_token, num_inference_steps, tokens_allocation, temperature)
+
+    def head_mask_ratio(self, timestep: int | torch.Tensor, sample: torch.LongTensor) -> torch.Tensor:
+        """Each row's actual fraction of still-masked bits (rows finish at different steps)."""
+        self._step_index(timestep)
+        return (sample == MASK_BIT).float().mean(-1)
+
+    def is_finished(self, sample: torch.LongTensor) -> bool:
+        """`True` when no bit of `sample` is masked (one device-to-host read); free after the last step."""
+        if self._last_step == self.num_inference_steps - 1:
+            return True
+        return not bool((sample == MASK_BIT).any())
+
+    def confidence(self, logits: torch.Tensor, sampled: torch.Tensor) -> torch.Tensor:
+        """Guided probability of the more likely value of each bit (independent of the sampled value)."""
+        return logits.softmax(-1).amax(-1)
+
+    def _bits_to_reveal(self, s: int, confidence: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+        """How many masked bits each row reveals at step `s` (all on the last step)."""
+        num_masked = masked.sum(-1)
+        if s == self.num_inference_steps - 1:
+            return num_masked
+        k, config = self.config.bits_per_token, self.config
+        confident = (masked & (confidence >= config.confidence_threshold)).sum(-1)
+        floor = torch.clamp(self.cumulative[s + 1] - (k - num_masked), min=config.min_bits_per_step)
+        count = torch.maximum(confident, floor)
+        if config.max_bits_per_step is not None:
+            count = torch.minimum(count, floor.clamp(min=config.max_bits_per_step))
+        return torch.minimum(count, num_masked)
+
+    def step(
+        self,
+        model_output: torch.Tensor,
+        timestep: int | torch.Tensor,
+        sample: torch.LongTensor,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        return_dict: bool = True,
+    ) -> BARBitSchedulerOutput | tuple:
+        """One head step (arguments as [`BARBitScheduler.step`]). Step 0 draws the token's noise for all `S` steps;
+        later steps must follow on the same batch."""
+        k = self.config.bits_per_token
+        if model_output.dim() != 3 or tuple(model_output.shape[1:]) != (k, 2):
+            raise ValueError(f"`model_output` must have shape (batch, {k}, 2), got {tuple(model_output.shape)}.")
+        if sample.shape != model_output.shape[:2]:
+            raise ValueError(
+                f"`sample` must have shape {tuple(model_output.shape[:2])} (batch, k), got {tuple(sample.shape)}."
+            )
+        s = self._step_index(timestep)
+        batch, device = sample.shape[0], model_output.device
+        if s == 0:  # the whole token's noise at once: draws per row do not depend on when the loop stops
+            self._noise = _gumbel((batch, self.num_inference_steps, k, 2), generator, device)
+        elif self._noise is None or self._noise.shape[0] != batch or self._last_step != s - 1:
+            raise ValueError(
+                f"`step` got timestep {s} without the preceding steps of this token (start each token at timestep 0)."
+            )
+        self._last_step = s
+        logits = model_output.float()
+        sample = sample.to(device)
+        masked = sample == MASK_BIT
+        sampled = (logits + self.temperatures[s] * self._noise[:, s]).argmax(-1)
+        sampled = torch.where(masked, sampled, sample)
+        confidence = torch.where(masked, self.confidence(logits, sampled), torch.full_like(logits[..., 0], -1.0))
+        count = self._bits_to_reveal(s, confidence, masked)
+        rank = torch.sort(confidence, dim=-1, descending=True, stable=True).indices.argsort(-1)
+        reveal = masked & (rank < count[:, None])
+        prev = torch.where(reveal, sampled, sample)
+        if not return_dict:
+            return (prev, sampled)
+        return BARBitSchedulerOutput(prev_sample=prev, pred_original_sample=sampled)
