@@ -157,15 +157,22 @@ def pipe():
 
 
 def count_head_calls(pipe):
+    """Record the mask ratio of every head call (rows `[cond; uncond]` under CFG) the pipeline's sampler makes."""
+    from bar_hf.sampling_bar import BARSamplingState
+
     calls = []
-    original = pipe.transformer.head_logits
+    original = BARSamplingState.head_logits
 
-    def wrapped(*args, **kwargs):
-        calls.append(args[1].clone())  # the mask ratio fed to the head
-        return original(*args, **kwargs)
+    def wrapped(self, states, step_index, mask_ratio, conditions, weight, guided):
+        if isinstance(mask_ratio, torch.Tensor):
+            ratio = torch.cat([mask_ratio, mask_ratio]) if guided else mask_ratio
+        else:
+            ratio = torch.full((conditions.shape[0],), mask_ratio)
+        calls.append(ratio.detach().clone())
+        return original(self, states, step_index, mask_ratio, conditions, weight, guided)
 
-    pipe.transformer.head_logits = wrapped
-    return calls, lambda: delattr(pipe.transformer, "head_logits")
+    BARSamplingState.head_logits = wrapped
+    return calls, lambda: setattr(BARSamplingState, "head_logits", original)
 
 
 def gens(n, offset=0):
