@@ -209,6 +209,8 @@ def _edit_json(name, **changes):
         (_drop_keys("transformer", "head."), ValueError, r"`transformer` weights .* missing \(\d+\): head\."),
         (_edit_json("transformer/config.json", num_hidden_layers=1), ValueError, r"unexpected .* model\.layers\.1\."),
         (_drop_keys("vqvae", "decoder"), ValueError, r"`vqvae` weights .* missing .* decoder\."),
+        (_edit_json("transformer/config.json", head_type="linear"), ValueError, r"`transformer` weights .* head\."),
+        (_edit_json("vqvae/config.json", num_bits=3), ValueError, r"`vqvae` weights .* shape mismatch"),
         (_edit_json("model_index.json", scheduler=["diffusers", "DDPMScheduler"]), TypeError, "`scheduler` must be"),
         (_edit_json("model_index.json", guidance_scale=-1.0), ValueError, "guidance_scale"),
         (_edit_json("model_index.json", guidance_scale=float("nan")), ValueError, "guidance_scale"),

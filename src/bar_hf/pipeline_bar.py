@@ -29,7 +29,7 @@ from .pipeline_inputs import (
     estimate_sampling_memory,
     parse_id2label,
 )
-from .pipeline_loading import check_component_weights
+from .pipeline_loading import check_component_weights, check_folder_before_load
 from .scheduling_bar import BARSchedulerMixin
 from .vq_model_bar import BARVQModel
 
@@ -547,8 +547,12 @@ class BARPipeline(BARLoraLoaderMixin, DiffusionPipeline):
         or shapes differ from its config (missing or unexpected tensors) raises a `ValueError` naming the component
         and the keys, instead of transformers'/diffusers' warning and randomly initialised weights. Components
         passed in as arguments are not checked."""
-        pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         folder = str(pretrained_model_name_or_path)
+        if os.path.isdir(folder):  # configs that disagree with their weights fail here, naming the component
+            components = {"vqvae": BARVQModel, "transformer": BARForCausalImageModeling}
+            components = {k: v for k, v in components.items() if k not in kwargs}  # passed-in ones are not checked
+            check_folder_before_load(folder, components, kwargs.get("variant"))
+        pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         if not os.path.isdir(folder):
             folder = cls.download(folder, **kwargs)  # cached by the load above
         for name in ("vqvae", "transformer"):

@@ -17,7 +17,7 @@ import re
 import torch
 from safetensors import safe_open
 
-__all__ = ["check_component_weights", "checkpoint_shapes"]
+__all__ = ["check_component_weights", "check_folder_before_load", "checkpoint_shapes"]
 
 _LIST_LIMIT = 8
 
@@ -65,8 +65,11 @@ def _ignored(model, key: str, kind: str) -> bool:
     return any(re.search(p, key) or fnmatch.fnmatch(key, p) for p in patterns)
 
 
-def check_component_weights(name: str, model: torch.nn.Module, folder: str, variant: str | None = None) -> None:
-    """Raise a `ValueError` if `model`'s parameters and the checkpoint in `folder` differ in keys or shapes."""
+def check_component_weights(
+    name: str, model: torch.nn.Module, folder: str, variant: str | None = None, loaded: bool = True
+) -> None:
+    """Raise a `ValueError` if `model`'s parameters and the checkpoint in `folder` differ in keys or shapes
+    (`loaded=False`: `model` was only built, e.g. on the meta device, so meta tensors are not "missing")."""
     if not os.path.isdir(folder):
         return
     shapes = checkpoint_shapes(folder, variant)
@@ -74,10 +77,13 @@ def check_component_weights(name: str, model: torch.nn.Module, folder: str, vari
         return
     state = model.state_dict()
     missing = [k for k in state if k not in shapes and not _ignored(model, k, "missing")]
-    missing += [k for k, v in state.items() if k in shapes and v.device.type == "meta"]
+    if loaded:
+        missing += [k for k, v in state.items() if k in shapes and v.device.type == "meta"]
     unexpected = [k for k in shapes if k not in state and not _ignored(model, k, "unexpected")]
     mismatched = [
-        f"{k} {shapes[k]} vs {tuple(state[k].shape)}" for k in shapes if k in state and shapes[k] != tuple(state[k].shape)
+        f"{k} {shapes[k]} vs {tuple(state[k].shape)}"
+        for k in shapes
+        if k in state and shapes[k] != tuple(state[k].shape)
     ]
     if missing or unexpected or mismatched:
         parts = [
@@ -90,3 +96,20 @@ def check_component_weights(name: str, model: torch.nn.Module, folder: str, vari
             + "; ".join(parts)
             + ". The checkpoint and config.json must describe the same architecture."
         )
+
+
+def check_folder_before_load(folder: str, components: dict[str, type], variant: str | None = None) -> None:
+    """Build each model component of a local pipeline folder from its config on the meta device (no memory, no
+    weights read) and compare it with the checkpoint's keys and shapes: a config that no longer describes its
+    weights (e.g. a changed `head_type`) is a `ValueError` naming the component, before the libraries' loaders
+    fail with a size-mismatch error or warn and initialise weights randomly."""
+    for name, model_class in components.items():
+        sub = os.path.join(folder, name)
+        if not os.path.isfile(os.path.join(sub, "config.json")):
+            continue
+        with torch.device("meta"):
+            if hasattr(model_class, "from_config") and hasattr(model_class, "load_config"):  # diffusers ModelMixin
+                model = model_class.from_config(model_class.load_config(sub))
+            else:  # transformers PreTrainedModel
+                model = model_class(model_class.config_class.from_pretrained(sub))
+        check_component_weights(name, model, sub, variant, loaded=False)
