@@ -22,7 +22,9 @@ from __future__ import annotations
 import torch
 from diffusers.utils import logging
 
-from .modeling_bar import BARForCausalImageModeling, BARMaskedBitHead, query_key_rope
+from .heads_bar import BARMaskedBitHead
+from .layers_bar import query_key_rope
+from .modeling_bar import BARForCausalImageModeling
 
 __all__ = ["BARSamplingState", "compile_step_functions"]
 
