@@ -41,6 +41,7 @@ from bar_hf.training_utils import (
     fault_point,
     image_to_tensor,
     load_image_dataset,
+    parse_and_validate,
     read_json_flag,
     resume_training_state,
     save_training_checkpoint,
@@ -105,12 +106,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--hub_model_id", default=None)
     run.add_argument("--hub_token", default=None)
     add_lora_args(parser)
-    args = parser.parse_args(argv)
-    try:
-        validate_args(args)
-    except ValueError as error:
-        parser.error(str(error))
-    return args
+    return parse_and_validate(parser, argv, validate_args)
 
 
 #: Numeric flags and their rules (checked before anything is loaded).

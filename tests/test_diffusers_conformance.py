@@ -7,6 +7,7 @@ import pytest
 import torch
 from diffusers_common import ModelTesterMixin, PipelineTesterMixin, SchedulerCommonTest
 from test_pipeline_bar import gens, get_dummy_components
+from test_vq_model_bar import TINY as TINY_VQ
 
 from bar_hf import (
     BARBitScheduler,
@@ -200,20 +201,7 @@ class TestBARVQModelConformance(ModelTesterMixin):
     output_shape = (2, 3, 24, 24)
 
     def get_init_dict(self):
-        return dict(
-            sample_size=24,
-            patch_size=4,
-            num_bits=5,
-            encoder_hidden_size=24,
-            encoder_num_layers=2,
-            encoder_num_heads=3,
-            encoder_intermediate_size=37,
-            encoder_num_position_embeddings=16,
-            decoder_hidden_size=20,
-            decoder_num_layers=2,
-            decoder_num_heads=2,
-            decoder_intermediate_size=33,
-        )
+        return dict(TINY_VQ)
 
     def get_inputs(self):
         return {"sample": torch.rand(2, 3, 24, 24, generator=torch.Generator().manual_seed(0)) * 2 - 1}

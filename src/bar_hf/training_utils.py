@@ -6,6 +6,7 @@ resumed from a checkpoint continues bit-for-bit like an uninterrupted one (CPU, 
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import hashlib
 import json
@@ -409,6 +410,16 @@ AT_LEAST_1 = (lambda v: _is_number(v) and v >= 1, "an integer >= 1")
 POSITIVE = (lambda v: _is_number(v) and v > 0, "a finite number > 0")
 UNIT_INTERVAL = (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]")
 BETA = (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)")
+
+
+def parse_and_validate(parser: argparse.ArgumentParser, argv, validate) -> argparse.Namespace:
+    """`parser.parse_args(argv)`, then `validate(args)`; a `ValueError` becomes argparse's `error:` line and rc 2."""
+    args = parser.parse_args(argv)
+    try:
+        validate(args)
+    except ValueError as error:
+        parser.error(str(error))
+    return args
 
 
 def check_flags(args, rules: dict[str, tuple]) -> None:
