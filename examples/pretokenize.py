@@ -38,6 +38,7 @@ from bar_hf.training_utils import (
     fault_point,
     image_to_tensor,
     load_image_dataset,
+    parse_and_validate,
     tokenizer_fingerprint,
 )
 
@@ -63,12 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--shard_size", type=int, default=10000)
     parser.add_argument("--max_images", type=int, default=None)
     parser.add_argument("--no_flip", action="store_true", help="skip the flipped copy (tokens_flip = tokens)")
-    args = parser.parse_args(argv)
-    try:
-        validate_args(args)
-    except ValueError as error:
-        parser.error(str(error))
-    return args
+    return parse_and_validate(parser, argv, validate_args)
 
 
 def validate_args(args: argparse.Namespace) -> None:

@@ -29,9 +29,8 @@ from bar_hf.modeling_bar import order_annealing_ratio, weight_decay_parameter_gr
 from bar_hf.training_utils import (
     AT_LEAST_0,
     AT_LEAST_1,
-    BETA,
     FASHION_MNIST_DIR,
-    POSITIVE,
+    TRAINING_FLAG_RULES,
     AugmentationState,
     check_columns,
     check_flags,
@@ -111,16 +110,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 #: Numeric flags and their rules (checked before anything is loaded).
 FLAG_RULES = {
-    "train_batch_size": AT_LEAST_1,
-    "max_train_steps": AT_LEAST_0,
-    "gradient_accumulation_steps": AT_LEAST_1,
-    "learning_rate": POSITIVE,
-    "min_learning_rate": AT_LEAST_0,
-    "lr_warmup_steps": AT_LEAST_0,
-    "adam_beta1": BETA,
-    "adam_beta2": BETA,
-    "adam_weight_decay": AT_LEAST_0,
-    "max_grad_norm": AT_LEAST_0,
+    **TRAINING_FLAG_RULES,
     "random_order_anneal_start": AT_LEAST_0,
     "random_order_anneal_end": AT_LEAST_0,
     "guidance_scale": AT_LEAST_0,
@@ -128,9 +118,6 @@ FLAG_RULES = {
     "num_inference_steps": AT_LEAST_1,
     "validation_steps": AT_LEAST_1,
     "num_validation_images": AT_LEAST_1,
-    "checkpointing_steps": AT_LEAST_1,
-    "checkpoints_total_limit": AT_LEAST_1,
-    "logging_steps": AT_LEAST_1,
 }
 
 

@@ -25,9 +25,8 @@ from bar_hf import BARVQModel
 from bar_hf.training_utils import (
     AT_LEAST_0,
     AT_LEAST_1,
-    BETA,
     FASHION_MNIST_DIR,
-    POSITIVE,
+    TRAINING_FLAG_RULES,
     UNIT_INTERVAL,
     AugmentationState,
     check_columns,
@@ -121,27 +120,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 #: Numeric flags and their rules (checked before anything is loaded).
 FLAG_RULES = {
+    **TRAINING_FLAG_RULES,
     "resize_to": AT_LEAST_1,
     "dataloader_num_workers": AT_LEAST_0,
-    "train_batch_size": AT_LEAST_1,
-    "max_train_steps": AT_LEAST_0,
-    "gradient_accumulation_steps": AT_LEAST_1,
-    "learning_rate": POSITIVE,
-    "min_learning_rate": AT_LEAST_0,
     "encoder_lr_mult": AT_LEAST_0,
-    "lr_warmup_steps": AT_LEAST_0,
-    "adam_beta1": BETA,
-    "adam_beta2": BETA,
-    "adam_weight_decay": AT_LEAST_0,
-    "max_grad_norm": AT_LEAST_0,
     "ema_decay": UNIT_INTERVAL,
     "l1_weight": AT_LEAST_0,
     "l2_weight": AT_LEAST_0,
     "distill_weight": AT_LEAST_0,
     "gram_weight": AT_LEAST_0,
-    "checkpointing_steps": AT_LEAST_1,
-    "checkpoints_total_limit": AT_LEAST_1,
-    "logging_steps": AT_LEAST_1,
 }
 
 

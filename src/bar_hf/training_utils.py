@@ -412,6 +412,25 @@ UNIT_INTERVAL = (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]")
 BETA = (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)")
 
 
+#: Flags every training script has (optimizer, schedule, checkpointing, logging) and their rules; each script adds
+#: its own to these in its `FLAG_RULES`.
+TRAINING_FLAG_RULES = {
+    "train_batch_size": AT_LEAST_1,
+    "max_train_steps": AT_LEAST_0,
+    "gradient_accumulation_steps": AT_LEAST_1,
+    "learning_rate": POSITIVE,
+    "min_learning_rate": AT_LEAST_0,
+    "lr_warmup_steps": AT_LEAST_0,
+    "adam_beta1": BETA,
+    "adam_beta2": BETA,
+    "adam_weight_decay": AT_LEAST_0,
+    "max_grad_norm": AT_LEAST_0,
+    "checkpointing_steps": AT_LEAST_1,
+    "checkpoints_total_limit": AT_LEAST_1,
+    "logging_steps": AT_LEAST_1,
+}
+
+
 def parse_and_validate(parser: argparse.ArgumentParser, argv, validate) -> argparse.Namespace:
     """`parser.parse_args(argv)`, then `validate(args)`; a `ValueError` becomes argparse's `error:` line and rc 2."""
     args = parser.parse_args(argv)
