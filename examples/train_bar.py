@@ -25,12 +25,14 @@ from tqdm.auto import tqdm
 
 from bar_hf import BARBitScheduler, BARConfig, BARForCausalImageModeling, BARPipeline, BARVQModel
 from bar_hf.lora_bar import add_lora_args, save_lora_output, setup_lora_training
+from bar_hf.masks import kept_first_orders, random_token_masks
 from bar_hf.modeling_bar import order_annealing_ratio, weight_decay_parameter_groups
 from bar_hf.training_utils import (
     AT_LEAST_0,
     AT_LEAST_1,
     FASHION_MNIST_DIR,
     TRAINING_FLAG_RULES,
+    UNIT_INTERVAL,
     AugmentationState,
     check_columns,
     check_flags,
@@ -87,6 +89,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     train.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default="no")
     train.add_argument("--random_order_anneal_start", type=int, default=None, help="step; random orders before it")
     train.add_argument("--random_order_anneal_end", type=int, default=None, help="step; raster after it")
+    train.add_argument(
+        "--edit_order_ratio",
+        type=float,
+        default=0.0,
+        help="probability that a raster-order sample uses a 'kept first' editing order of a random mask instead",
+    )
     train.add_argument("--gradient_checkpointing", action="store_true")
     sample = parser.add_argument_group("sampling defaults stored in the pipeline, validation")
     sample.add_argument("--guidance_scale", type=float, default=2.0)
@@ -113,6 +121,7 @@ FLAG_RULES = {
     **TRAINING_FLAG_RULES,
     "random_order_anneal_start": AT_LEAST_0,
     "random_order_anneal_end": AT_LEAST_0,
+    "edit_order_ratio": UNIT_INTERVAL,
     "guidance_scale": AT_LEAST_0,
     "temperature": AT_LEAST_0,
     "num_inference_steps": AT_LEAST_1,
@@ -338,9 +347,29 @@ def load_models(args: argparse.Namespace, device) -> tuple[BARVQModel, BARForCau
             f"tokenizer ({vq.config.num_bits} bits, grid {vq.grid_size}) and generator config ({model.config.num_bits} "
             f"bits, grid {(model.config.latent_height, model.config.latent_width)}) disagree."
         )
+    # recorded in config.json: BARInpaintPipeline picks its default order from it
+    model.config.training_orders = {
+        "random_order_anneal_start": args.random_order_anneal_start,
+        "random_order_anneal_end": args.random_order_anneal_end,
+        "edit_order_ratio": args.edit_order_ratio,
+    }
     if args.gradient_checkpointing:
         model.activation_checkpointing_enable()
     return vq, model
+
+
+def training_orders(model, batch: int, random_ratio: float, edit_ratio: float, generator) -> torch.Tensor:
+    """Per sample: a random permutation with probability `random_ratio` (the authors' annealing, §3.7); otherwise,
+    with probability `edit_ratio`, the "kept first" order of a random editing mask (`bar_hf.masks`: kept tokens in
+    raster order, then the regenerated ones, as `BARInpaintPipeline(order="kept_first")` samples); else raster."""
+    orders = model.random_orders(batch, random_ratio, "cpu", generator=generator)
+    if edit_ratio > 0:
+        config = model.config
+        raster = (orders == torch.arange(config.num_ar_steps)).all(-1)
+        regenerate = random_token_masks(batch, (config.grid_height, config.grid_width), generator=generator)
+        use_edit = (torch.rand(batch, generator=generator) < edit_ratio) & raster
+        orders = torch.where(use_edit[:, None], kept_first_orders(regenerate), orders)
+    return orders
 
 
 def train_step(batch, model, unwrapped, vq, args, augmentation, accelerator, optimizer, lr_scheduler, step: int):
@@ -350,7 +379,7 @@ def train_step(batch, model, unwrapped, vq, args, augmentation, accelerator, opt
         ratio = 0.0
         if args.random_order_anneal_start is not None:
             ratio = order_annealing_ratio(step, args.random_order_anneal_start, args.random_order_anneal_end)
-        orders = unwrapped.random_orders(bits.shape[0], ratio, "cpu", generator=augmentation.generator)
+        orders = training_orders(unwrapped, bits.shape[0], ratio, args.edit_order_ratio, augmentation.generator)
         loss = model(bits, batch["label"].to(accelerator.device), orders=orders.to(accelerator.device)).loss
         accelerator.backward(loss)
         if accelerator.sync_gradients and args.max_grad_norm:
