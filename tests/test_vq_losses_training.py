@@ -180,3 +180,20 @@ def test_two_processes_with_discriminator(gan_dir):
     records = [json.loads(line) for line in (out / "logs" / "train_bar_vq" / "metrics.jsonl").open()]
     assert "disc_loss" in records[3] and "adversarial" in records[4]
     assert BARVQModel.from_pretrained(out / "vqvae").config.num_bits == VQ_CONFIG["num_bits"]
+
+
+@pytest.mark.parametrize(
+    "script", ["imagenet_tokenizer_16bits.sh", "imagenet_tokenizer_10bits_512.sh", "fashion_mnist_tokenizer_ft.sh"]
+)
+def test_recipe_scripts_use_existing_flags(script):
+    """The tokenizer recipes' `train_bar_vq.py` command lines parse and validate (flags exist, values are valid)."""
+    text = (EXAMPLES / "configs" / script).read_text().replace("\\\n", " ")
+    line = next(line for line in text.splitlines() if "examples/train_bar_vq.py" in line)
+    argv = line.split("examples/train_bar_vq.py", 1)[1].replace('"$@"', "").replace('"$OUT"', "o")
+    argv = argv.replace('"$STEPS"', "900").split()
+    args = load_script("train_bar_vq").parse_args(argv)
+    if script.startswith("imagenet"):
+        assert (args.perceptual_weight, args.lpips_weight, args.logit_weight) == (1.1, 1.0, 0.1)
+        assert (args.adversarial_weight, args.disc_start_step, args.disc_image_size) == (0.05, 100_000, 224)
+    else:
+        assert args.train_decoder_only and args.adversarial_weight == 0 and args.logit_model.endswith(".safetensors")
