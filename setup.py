@@ -25,6 +25,9 @@ setup(
     extras_require={
         "train": ["accelerate>=1.10,<2", "datasets>=4,<6", "evaluate>=0.4.5,<0.5"],
         "lora": ["peft>=0.17,<1"],
+        # LPIPS term of train_bar_vq.py (--lpips_weight): install torchvision from the same index as your torch (a
+        # CUDA torchvision wheel does not load with a CPU-only torch), so it is not part of `make install`
+        "perceptual": ["lpips>=0.1.4,<0.2", "torchvision"],
         # parameterized: imported by transformers' generic tests (tests/test_transformers_upstream.py)
         "dev": ["pytest>=8,<10", "ruff>=0.6", "hypothesis>=6.100,<7", "parameterized>=0.9,<1"],
     },

@@ -7,6 +7,11 @@
 Losses (BAR_METHOD §2.6): `--l1_weight`·L1 + `--l2_weight`·MSE always; `--distill_weight` (SigLIP2 feature
 distillation through the decoder's projector) and `--gram_weight` (VGG16 Gram loss) need pretrained networks: they are
 downloaded for online users and fail with an error naming the missing weights offline (never skipped silently).
+`--perceptual_weight` adds the authors' perceptual term `(--lpips_weight·LPIPS + --logit_weight·logit MSE) / (sum of
+the two)` and `--adversarial_weight` the DINO-feature discriminator's hinge GAN term from `--disc_start_step` on, with
+generator and discriminator updates alternating batch by batch (both count as a global step); see
+`bar_hf.vq_losses` and `bar_hf.vq_discriminator`. `--train_decoder_only` freezes the encoder and the quantizer's input
+projection, so the token mapping stays that of `--pretrained_model_name_or_path` (the authors' `_ft` tokenizers).
 The final model is the EMA copy (decay `--ema_decay`, warm-up `min(decay, (1+s)/(10+s))`, as the authors).
 """
 
@@ -15,6 +20,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +32,9 @@ from bar_hf import BARVQModel
 from bar_hf.training_utils import (
     AT_LEAST_0,
     AT_LEAST_1,
+    BETA,
     FASHION_MNIST_DIR,
+    POSITIVE,
     TRAINING_FLAG_RULES,
     UNIT_INTERVAL,
     AugmentationState,
@@ -45,6 +54,14 @@ from bar_hf.training_utils import (
     training_batches,
     upload_to_hub,
 )
+from bar_hf.vq_discriminator import (
+    DINODiscriminator,
+    generator_adversarial_loss,
+    hinge_discriminator_loss,
+    quantize_to_8_bits,
+    random_dino_vits8,
+)
+from bar_hf.vq_losses import ClassifierLogitLoss, LPIPSLoss, PerceptualLoss, load_image_classifier
 from bar_hf.vq_model_bar import FSQ_SHIFT
 
 logger = logging.getLogger(__name__)
@@ -84,6 +101,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument(
         "--freeze_encoder_embeddings", action="store_true", help="keep patch/position embeddings frozen (the authors)"
     )
+    model.add_argument(
+        "--train_decoder_only",
+        action="store_true",
+        help="freeze the encoder and the quantizer's in_proj (tokens unchanged; needs --pretrained_model_name_or_path)",
+    )
     train = parser.add_argument_group("training")
     train.add_argument("--output_dir", required=True)
     train.add_argument("--seed", type=int, default=0)
@@ -106,6 +128,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     train.add_argument("--distill_weight", type=float, default=0.0)
     train.add_argument("--distill_model", default="google/siglip2-so400m-patch16-naflex")
     train.add_argument("--gram_weight", type=float, default=0.0)
+    add_perceptual_and_adversarial_args(parser)
     run = parser.add_argument_group("checkpoints and logging")
     run.add_argument("--checkpointing_steps", type=int, default=500)
     run.add_argument("--checkpoints_total_limit", type=int, default=None)
@@ -116,6 +139,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--hub_model_id", default=None)
     run.add_argument("--hub_token", default=None)
     return parse_and_validate(parser, argv, validate_args)
+
+
+def add_perceptual_and_adversarial_args(parser: argparse.ArgumentParser) -> None:
+    perc = parser.add_argument_group("perceptual loss (BAR_METHOD §2.6; the authors: 1.1, 1.0, 0.1)")
+    perc.add_argument("--perceptual_weight", type=float, default=0.0, help="weight of the combined perceptual term")
+    perc.add_argument("--lpips_weight", type=float, default=1.0, help="LPIPS (VGG16) share of the perceptual term")
+    perc.add_argument(
+        "--lpips_random_backbone", action="store_true", help="random VGG16 trunk (offline tests; not perceptual)"
+    )
+    perc.add_argument("--logit_weight", type=float, default=0.1, help="classifier-logit MSE share of the term")
+    perc.add_argument(
+        "--logit_model",
+        default="facebook/convnext-small-224",
+        help="transformers image classifier id/folder, or a Fashion-MNIST classifier .safetensors file "
+        "(examples/fashion_mnist_classifier.py)",
+    )
+    perc.add_argument("--logit_image_size", type=int, default=224, help="classifier input size (bicubic+antialias)")
+    adv = parser.add_argument_group("adversarial loss (BAR_METHOD §2.6; the authors: 0.05 from step 100k)")
+    adv.add_argument("--adversarial_weight", type=float, default=0.0, help="weight of -mean D(x̂) in the G loss")
+    adv.add_argument("--disc_start_step", type=int, default=100_000, help="first global step with D and G-adv")
+    adv.add_argument(
+        "--disc_model", default="facebook/dino-vits8", help="transformers ViTModel id/folder, or 'random' (tests)"
+    )
+    adv.add_argument("--disc_image_size", type=int, default=224, help="D input size (multiple of the patch size)")
+    adv.add_argument("--disc_virtual_batch_size", type=int, default=8, help="BatchNormLocal group size")
+    adv.add_argument("--disc_learning_rate", type=float, default=1e-4)
+    adv.add_argument(
+        "--disc_min_learning_rate", type=float, default=None, help="end of D's cosine (default: --min_learning_rate)"
+    )
+    adv.add_argument("--disc_adam_beta1", type=float, default=0.9)
+    adv.add_argument("--disc_adam_beta2", type=float, default=0.999)
+    adv.add_argument("--disc_weight_decay", type=float, default=0.0)
 
 
 #: Numeric flags and their rules (checked before anything is loaded).
@@ -129,6 +184,19 @@ FLAG_RULES = {
     "l2_weight": AT_LEAST_0,
     "distill_weight": AT_LEAST_0,
     "gram_weight": AT_LEAST_0,
+    "perceptual_weight": AT_LEAST_0,
+    "lpips_weight": AT_LEAST_0,
+    "logit_weight": AT_LEAST_0,
+    "logit_image_size": AT_LEAST_1,
+    "adversarial_weight": AT_LEAST_0,
+    "disc_start_step": AT_LEAST_0,
+    "disc_image_size": AT_LEAST_1,
+    "disc_virtual_batch_size": AT_LEAST_1,
+    "disc_learning_rate": POSITIVE,
+    "disc_min_learning_rate": AT_LEAST_0,
+    "disc_adam_beta1": BETA,
+    "disc_adam_beta2": BETA,
+    "disc_weight_decay": AT_LEAST_0,
 }
 
 
@@ -139,6 +207,15 @@ def validate_args(args: argparse.Namespace) -> None:
     if not (args.model_config or args.pretrained_model_name_or_path):
         raise ValueError("one of --model_config or --pretrained_model_name_or_path is required")
     check_flags(args, FLAG_RULES)
+    if args.perceptual_weight > 0 and args.lpips_weight + args.logit_weight <= 0:
+        raise ValueError("`--perceptual_weight` > 0 needs `--lpips_weight` or `--logit_weight` > 0.")
+    if args.adversarial_weight > 0 and args.gradient_accumulation_steps != 1:
+        raise ValueError(
+            "`--adversarial_weight` > 0 alternates G and D updates batch by batch and needs "
+            f"`--gradient_accumulation_steps` 1, got {args.gradient_accumulation_steps}."
+        )
+    if args.train_decoder_only and not args.pretrained_model_name_or_path:
+        raise ValueError("`--train_decoder_only` needs `--pretrained_model_name_or_path` (the tokenizer to keep).")
 
 
 def build_model(args: argparse.Namespace) -> BARVQModel:
@@ -243,7 +320,95 @@ def build_extra_losses(args: argparse.Namespace, model: BARVQModel, device):
                 f"loaded (torchvision missing or offline?): {error}"
             ) from error
         extra["gram"] = vgg
+    if args.perceptual_weight > 0:
+        lpips = build_lpips_loss(args) if args.lpips_weight > 0 else None
+        logit = build_logit_loss(args) if args.logit_weight > 0 else None
+        extra["perceptual"] = PerceptualLoss(lpips, logit, args.lpips_weight, args.logit_weight).to(device)
     return extra
+
+
+def build_lpips_loss(args: argparse.Namespace) -> LPIPSLoss:
+    try:
+        return LPIPSLoss(pretrained_backbone=not args.lpips_random_backbone)
+    except Exception as error:  # ImportError (lpips / torchvision) or a failed VGG16 download
+        raise ValueError(
+            f"`--lpips_weight` {args.lpips_weight} > 0 needs the `lpips` package, a torchvision matching torch and "
+            f"(unless --lpips_random_backbone) torchvision's VGG16 ImageNet weights; use --lpips_weight 0 without them: "
+            f"{error}"
+        ) from error
+
+
+def build_logit_loss(args: argparse.Namespace) -> ClassifierLogitLoss:
+    """`--logit_model`: a `.safetensors` Fashion-MNIST classifier (inputs stay in [-1, 1]) or a transformers image
+    classifier (ImageNet normalisation, the authors' ConvNeXt-S)."""
+    name = args.logit_model
+    if name.endswith(".safetensors"):
+        if not os.path.isfile(name):
+            raise ValueError(f"`--logit_model` {name!r} is not a file (a Fashion-MNIST classifier .safetensors).")
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from fashion_mnist_classifier import load_classifier
+
+        try:
+            classifier = load_classifier(name)
+        except Exception as error:  # wrong keys or shapes
+            raise ValueError(
+                f"`--logit_model` {name!r} is not a Fashion-MNIST SmallCNN state dict: {error}"
+            ) from error
+        return ClassifierLogitLoss(classifier, args.logit_image_size, normalization="none")
+    try:
+        classifier = load_image_classifier(name)
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"`--logit_model` {name!r} could not be loaded as a transformers image classifier (unknown id, or offline "
+            f"without it in the cache): {error}"
+        ) from error
+    return ClassifierLogitLoss(classifier, args.logit_image_size, normalization="imagenet")
+
+
+def build_discriminator(args: argparse.Namespace) -> DINODiscriminator:
+    """`--disc_model`: a transformers `ViTModel` id/folder (the authors: DINO ViT-S/8) or 'random' (with a warning)."""
+    if args.disc_model == "random":
+        backbone, pretrained = random_dino_vits8(args.disc_image_size), False
+    else:
+        from transformers import ViTModel
+
+        try:
+            backbone, pretrained = ViTModel.from_pretrained(args.disc_model, add_pooling_layer=False), True
+        except (OSError, ValueError) as error:
+            raise ValueError(
+                f"`--disc_model` {args.disc_model!r} could not be loaded as a transformers ViTModel (unknown id, or "
+                f"offline without it in the cache; 'random' gives a random ViT-S/8 for tests): {error}"
+            ) from error
+    try:
+        return DINODiscriminator(
+            backbone, args.disc_image_size, virtual_batch_size=args.disc_virtual_batch_size, pretrained=pretrained
+        )
+    except ValueError as error:
+        raise ValueError(
+            f"`--disc_image_size` {args.disc_image_size} / `--disc_model` {args.disc_model!r}: {error}"
+        ) from error
+
+
+def build_discriminator_training(args: argparse.Namespace):
+    """The discriminator, its AdamW (heads only) and its own cosine schedule over `max_train_steps - disc_start_step`
+    global steps (stepped from the start step on). `(None, None, None)` without `--adversarial_weight`."""
+    if args.adversarial_weight <= 0:
+        return None, None, None
+    discriminator = build_discriminator(args)
+    optimizer = torch.optim.AdamW(
+        [p for p in discriminator.parameters() if p.requires_grad],
+        lr=args.disc_learning_rate,
+        betas=(args.disc_adam_beta1, args.disc_adam_beta2),
+        weight_decay=args.disc_weight_decay,
+    )
+    min_lr = args.min_learning_rate if args.disc_min_learning_rate is None else args.disc_min_learning_rate
+    total = max(1, args.max_train_steps - args.disc_start_step)
+    return discriminator, optimizer, cosine_with_warmup(optimizer, 0, total, min_lr)
+
+
+def is_discriminator_step(args: argparse.Namespace, step: int) -> bool:
+    """From `--disc_start_step` on, updates alternate D, G, D, G, ... (0-based global step `step`)."""
+    return args.adversarial_weight > 0 and step >= args.disc_start_step and (step - args.disc_start_step) % 2 == 0
 
 
 def gram_loss(vgg: torch.nn.Module, reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -267,7 +432,8 @@ def gram_loss(vgg: torch.nn.Module, reconstruction: torch.Tensor, target: torch.
     return loss
 
 
-def compute_loss(args, model, images, extra):
+def compute_loss(args, model, images, extra, adversarial=None):
+    """The generator-side loss and its terms; `adversarial` (a callable on the reconstruction) adds the GAN term."""
     logs = {}
     if "distill" in extra:
         unwrapped = model.module if hasattr(model, "module") else model
@@ -287,26 +453,34 @@ def compute_loss(args, model, images, extra):
     if "gram" in extra:
         logs["gram"] = gram_loss(extra["gram"], reconstruction.float(), images.float())
         loss = loss + args.gram_weight * logs["gram"]
+    if "perceptual" in extra:
+        logs["perceptual"], terms = extra["perceptual"](reconstruction.float(), images.float())
+        logs.update(terms)
+        loss = loss + args.perceptual_weight * logs["perceptual"]
+    if adversarial is not None:
+        logs["adversarial"] = adversarial(reconstruction)
+        loss = loss + args.adversarial_weight * logs["adversarial"]
     return loss, logs
 
 
 def build_optimizer(args: argparse.Namespace, model: BARVQModel) -> torch.optim.AdamW:
     """AdamW; parameters whose name contains 'encoder' at `--encoder_lr_mult` x the learning rate."""
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for n, p in trainable if "encoder" in n], "lr": args.learning_rate * args.encoder_lr_mult},
+        {"params": [p for n, p in trainable if "encoder" not in n], "lr": args.learning_rate},
+    ]
     return torch.optim.AdamW(
-        [
-            {"params": [p for n, p in trainable if "encoder" in n], "lr": args.learning_rate * args.encoder_lr_mult},
-            {"params": [p for n, p in trainable if "encoder" not in n], "lr": args.learning_rate},
-        ],
+        [group for group in groups if group["params"]],
         betas=(args.adam_beta1, args.adam_beta2),
         weight_decay=args.adam_weight_decay,
     )
 
 
-def train_step(images, model, args, extra, accelerator, optimizer, lr_scheduler):
+def train_step(images, model, args, extra, accelerator, optimizer, lr_scheduler, adversarial=None):
     """One (micro-)batch: forward, losses, backward, optimizer step. Returns `(loss, logged terms)`."""
     with accelerator.accumulate(model):
-        loss, logs = compute_loss(args, model, images.to(accelerator.device), extra)
+        loss, logs = compute_loss(args, model, images.to(accelerator.device), extra, adversarial)
         accelerator.backward(loss)
         if accelerator.sync_gradients and args.max_grad_norm:
             accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
@@ -316,10 +490,50 @@ def train_step(images, model, args, extra, accelerator, optimizer, lr_scheduler)
     return loss, logs
 
 
+def adversarial_term(accelerator, discriminator, generator):
+    """`reconstruction → -mean D(x̂)` through the unwrapped discriminator with its heads frozen (no D gradients and
+    no DDP reduction of D in a generator step)."""
+    module = accelerator.unwrap_model(discriminator)
+
+    def term(reconstruction):
+        module.heads.requires_grad_(False)
+        try:
+            return generator_adversarial_loss(module(reconstruction, generator))
+        finally:
+            module.heads.requires_grad_(True)
+
+    return term
+
+
+def discriminator_step(images, model, discriminator, args, accelerator, d_optimizer, generator):
+    """One D update: hinge loss on the real batch and on its reconstruction (clamped, 8-bit quantized)."""
+    images = images.to(accelerator.device)
+    with torch.no_grad():
+        fake = quantize_to_8_bits(model(images).sample.float())
+    logits_real = discriminator(images, generator)
+    logits_fake = discriminator(fake, generator)
+    loss = hinge_discriminator_loss(logits_real, logits_fake)
+    accelerator.backward(loss)
+    if args.max_grad_norm:
+        accelerator.clip_grad_norm_(discriminator.parameters(), args.max_grad_norm)
+    d_optimizer.step()
+    d_optimizer.zero_grad()
+    logs = {"disc_loss": loss, "disc_logits_real": logits_real.mean(), "disc_logits_fake": logits_fake.mean()}
+    return loss, logs
+
+
+def freeze_token_mapping(model: BARVQModel) -> None:
+    """`--train_decoder_only`: the encoder and the quantizer's input projection decide the bits; freeze them."""
+    model.encoder.requires_grad_(False)
+    model.quantize.in_proj.requires_grad_(False)
+
+
 def main(args: argparse.Namespace) -> None:
     validate_args(args)
     accelerator, output_dir, repo_id = create_accelerator(args, "train_bar_vq")
     model = build_model(args)
+    if args.train_decoder_only:
+        freeze_token_mapping(model)
     ema = None
     if args.use_ema:
         ema = EMAModel(
@@ -335,7 +549,10 @@ def main(args: argparse.Namespace) -> None:
     optimizer = build_optimizer(args, model)
     lr_scheduler = cosine_with_warmup(optimizer, args.lr_warmup_steps, args.max_train_steps, args.min_learning_rate)
     extra = build_extra_losses(args, model, accelerator.device)
+    discriminator, d_optimizer, d_scheduler = build_discriminator_training(args)
     model, optimizer, dataloader, lr_scheduler = accelerator.prepare(model, optimizer, dataloader, lr_scheduler)
+    if discriminator is not None:  # saved as model_1 / optimizer_1 / scheduler_1 in the checkpoints
+        discriminator, d_optimizer, d_scheduler = accelerator.prepare(discriminator, d_optimizer, d_scheduler)
     augmentation = AugmentationState(args.seed + 1 + accelerator.process_index)
     accelerator.register_for_checkpointing(augmentation)
     if ema is not None:
@@ -345,42 +562,71 @@ def main(args: argparse.Namespace) -> None:
         accelerator.init_trackers("train_bar_vq", config={k: v for k, v in vars(args).items() if v is not None})
 
     progress = resume_training_state(accelerator, output_dir, args.resume_from_checkpoint)
+    gan = (discriminator, d_optimizer, d_scheduler)
+    training_loop(args, accelerator, model, ema, dataloader, crop, optimizer, lr_scheduler, extra, gan, augmentation,
+                  progress, output_dir)  # fmt: skip
 
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_final_model(accelerator.unwrap_model(model), ema, output_dir, repo_id, args.hub_token)
+    accelerator.end_training()
+
+
+def training_loop(args, accelerator, model, ema, dataloader, crop, optimizer, lr_scheduler, extra, gan, augmentation,
+                  progress, output_dir) -> None:  # fmt: skip
+    """Batches until `--max_train_steps`: generator steps, and from `--disc_start_step` on (with a discriminator)
+    alternating D and G steps, each one global step; logging, checkpoints and the SIGKILL test hook."""
+    discriminator, d_optimizer, d_scheduler = gan
+    adversarial = (
+        None if discriminator is None else adversarial_term(accelerator, discriminator, augmentation.generator)
+    )
     bar = tqdm(
         range(args.max_train_steps), initial=progress.global_step, disable=not accelerator.is_local_main_process
     )
     model.train()
+    if discriminator is not None:
+        discriminator.train()
     batches = (
         training_batches(accelerator, dataloader, progress) if progress.global_step < args.max_train_steps else []
     )
     for batch in batches:
         images = random_crop_flip(batch["pixel_values"], crop, args.random_flip, augmentation.generator)
-        loss, logs = train_step(images, model, args, extra, accelerator, optimizer, lr_scheduler)
-        if not accelerator.sync_gradients:
-            continue
-        if ema is not None:
-            ema.step(model.parameters())
+        step = progress.global_step  # 0-based index of this update
+        if is_discriminator_step(args, step):
+            loss, logs = discriminator_step(
+                images, model, discriminator, args, accelerator, d_optimizer, augmentation.generator
+            )
+            lr_scheduler.step()  # the generator's schedule counts global steps (G and D)
+        else:
+            active = adversarial if discriminator is not None and step >= args.disc_start_step else None
+            loss, logs = train_step(images, model, args, extra, accelerator, optimizer, lr_scheduler, active)
+            if not accelerator.sync_gradients:
+                continue
+            if ema is not None:
+                ema.step(model.parameters())
+        if discriminator is not None and step >= args.disc_start_step:
+            d_scheduler.step()
         progress.global_step += 1
         global_step = progress.global_step
         bar.update(1)
         if global_step % args.logging_steps == 0:
-            values = {
-                "loss": loss.item(),
-                "lr": lr_scheduler.get_last_lr()[-1],
-                **{k: v.item() for k, v in logs.items()},
-            }
-            accelerator.log(values, step=global_step)
-            bar.set_postfix(loss=f"{values['loss']:.4f}")
+            log_step(accelerator, bar, global_step, loss, logs, lr_scheduler, d_scheduler)
         if global_step % args.checkpointing_steps == 0:
             save_training_checkpoint(accelerator, output_dir, progress, args.checkpoints_total_limit)
         fault_point("BAR_HF_SIGKILL_AT_STEP", global_step)
         if global_step >= args.max_train_steps:
             break
 
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        save_final_model(accelerator.unwrap_model(model), ema, output_dir, repo_id, args.hub_token)
-    accelerator.end_training()
+
+def log_step(accelerator, bar, global_step, loss, logs, lr_scheduler, d_scheduler) -> None:
+    """One JSON-lines record: every loss term of this update (G terms, or `disc_*` for a D update) and the LRs."""
+    values = {"lr": lr_scheduler.get_last_lr()[-1], **{k: v.item() for k, v in logs.items()}}
+    if "disc_loss" not in logs:
+        values["loss"] = loss.item()
+    if d_scheduler is not None:
+        values["disc_lr"] = d_scheduler.get_last_lr()[-1]
+    accelerator.log(values, step=global_step)
+    bar.set_postfix(loss=f"{loss.item():.4f}")
 
 
 def save_final_model(model: BARVQModel, ema, output_dir, repo_id: str | None, token: str | None) -> None:
