@@ -190,7 +190,7 @@ def test_recipe_scripts_use_existing_flags(script):
     text = (EXAMPLES / "configs" / script).read_text().replace("\\\n", " ")
     line = next(line for line in text.splitlines() if "examples/train_bar_vq.py" in line)
     argv = line.split("examples/train_bar_vq.py", 1)[1].replace('"$@"', "").replace('"$OUT"', "o")
-    argv = argv.replace('"$STEPS"', "900").split()
+    argv = argv.replace('"$STEPS"', "900").replace('"$LOSS_CLASSIFIER"', "c.safetensors").split()
     args = load_script("train_bar_vq").parse_args(argv)
     if script.startswith("imagenet"):
         assert (args.perceptual_weight, args.lpips_weight, args.logit_weight) == (1.1, 1.0, 0.1)
