@@ -41,7 +41,7 @@ from head_study_cells import (  # noqa: E402
 from head_study_heads import plan_heads  # noqa: E402
 from head_study_report import write_report  # noqa: E402
 
-from bar_hf.training_utils import AT_LEAST_1, FASHION_MNIST_DIR, check_flags  # noqa: E402
+from bar_hf.training_utils import AT_LEAST_1, BETA, FASHION_MNIST_DIR, POSITIVE, check_flags  # noqa: E402
 
 HEADS = ("mbm", "bitwise", "linear")
 CLASSIFIER = HERE.parent / "tests" / "data" / "fmnist_classifier.safetensors"
@@ -95,8 +95,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def validate_args(args: argparse.Namespace) -> None:
-    positive = [k for k, v in PRESETS["default"].items() if isinstance(v, int) and k != "bits"]
-    check_flags(args, {k: AT_LEAST_1 for k in positive})
+    integers = [k for k, v in PRESETS["default"].items() if isinstance(v, int) and k != "bits"]
+    rules = {k: AT_LEAST_1 for k in integers}
+    rules.update(learning_rate=POSITIVE, tokenizer_learning_rate=POSITIVE, tokenizer_ema_decay=BETA)
+    check_flags(args, {**rules, "image_size": AT_LEAST_1, "tokenizer_patch_size": AT_LEAST_1})
     if any(b < 1 for b in args.bits):
         raise ValueError(f"`--bits` must be positive ints, got {args.bits}.")
     if args.image_size % args.tokenizer_patch_size:
@@ -145,7 +147,7 @@ def load_references(args: argparse.Namespace, root: Path) -> dict:
         extractor = load_inception_feature_extractor()
     else:
         extractor = pooled_pixels
-    _, real = real_test_images(args.num_reference, args.image_size)
+    _, real = real_test_images(args.num_reference, args.image_size, args.fashion_mnist_dir)
     cache = root / "reference"
     cache.mkdir(parents=True, exist_ok=True)
     classifier_fx = ClassifierFeatures(classifier)

@@ -187,12 +187,12 @@ def train_tokenizer(args, bits: int, root: Path) -> dict:
     return json.loads(stats.read_text())
 
 
-def real_test_images(n: int, size: int) -> tuple[torch.Tensor, np.ndarray]:
+def real_test_images(n: int, size: int, root: str) -> tuple[torch.Tensor, np.ndarray]:
     """The first `n` Fashion-MNIST test images as the models see them (`image_to_tensor`, [-1, 1], 1 channel) and
     as uint8 RGB `(n, size, size, 3)` (the FID reference)."""
     from PIL import Image
 
-    images, _ = read_fashion_mnist("test")
+    images, _ = read_fashion_mnist("test", root)
     tensors = torch.stack([image_to_tensor(Image.fromarray(x), size, 1) for x in images[:n]])
     return tensors, to_uint8_rgb(tensors)
 
@@ -206,7 +206,7 @@ def to_uint8_rgb(images: torch.Tensor) -> np.ndarray:
 @torch.no_grad()
 def evaluate_tokenizer(args, bits: int, root: Path, train_stats: dict, references) -> dict:
     vq = bar_hf.BARVQModel.from_pretrained(root / "tokenizers" / f"k{bits}" / "vqvae").eval()
-    real, _ = real_test_images(args.num_reference, args.image_size)
+    real, _ = real_test_images(args.num_reference, args.image_size, args.fashion_mnist_dir)
     recon, ids = [], []
     for start in range(0, len(real), 250):
         batch = real[start : start + 250]
