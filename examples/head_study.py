@@ -48,12 +48,12 @@ CLASSIFIER = HERE.parent / "tests" / "data" / "fmnist_classifier.safetensors"
 #: Sizes of the default study and of `--quick`; every value can be overridden by its flag.
 PRESETS = {
     "default": dict(
-        bits=[4, 8, 12, 16, 24], tokenizer_width=64, tokenizer_layers=2, tokenizer_steps=600,
+        bits=[4, 8, 12, 16, 24], tokenizer_width=64, tokenizer_layers=2, tokenizer_steps=400,
         tokenizer_learning_rate=1e-3, tokenizer_ema_decay=0.99, train_images=60000, pretokenize_images=20000, hidden_size=128,
         num_layers=4, num_attention_heads=4, num_class_tokens=4, head_width=128, head_layers=2, head_fourier_size=64,
-        generator_steps=500, train_batch_size=64, learning_rate=1e-3, checkpointing_steps=100, num_samples=500,
-        sweep_samples=200, num_reference=1000, sample_batch_size=50, max_linear_params=20_000_000,
-        max_logits_mib=2048, features="inception", threads=2,
+        generator_steps=300, train_batch_size=64, learning_rate=1e-3, checkpointing_steps=100, num_samples=300,
+        sweep_samples=100, num_reference=1000, sample_batch_size=50, max_linear_params=20_000_000,
+        max_logits_mib=512, features="inception", threads=2,
     ),
     "quick": dict(
         bits=[4, 8], tokenizer_width=16, tokenizer_layers=1, tokenizer_steps=20, tokenizer_learning_rate=1e-3,
@@ -64,7 +64,7 @@ PRESETS = {
     ),
 }  # fmt: skip
 #: Sampling settings tried for every generator (same for all heads): CFG scale and temperature.
-DEFAULT_SWEEP = [(1.5, 1.0), (3.0, 1.0), (3.0, 1.5)]
+DEFAULT_SWEEP = [(2.0, 1.0), (3.0, 1.5)]
 #: Flags that change results: a study folder refuses to continue with other values (bits / heads only select cells).
 RESULT_FLAGS = [k for k in PRESETS["default"] if k not in ("bits", "threads", "checkpointing_steps")]
 
@@ -82,6 +82,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fashion_mnist_dir", default=FASHION_MNIST_DIR)
     parser.add_argument("--classifier", default=str(CLASSIFIER), help="Fashion-MNIST classifier (.safetensors)")
     parser.add_argument("--features", choices=["inception", "pixels"], help="FID features (quick: pixels)")
+    parser.add_argument("--plan", action="store_true", help="print the cells (widths, head params, feasibility), exit")
     for name, value in PRESETS["default"].items():
         if name not in ("bits", "features"):
             parser.add_argument(f"--{name}", type=type(value), default=None, help=f"default {value}")
@@ -167,6 +168,9 @@ def pooled_pixels(images):
     return torch.nn.functional.adaptive_avg_pool2d(images.float() / 255, 4).flatten(1)
 
 
+pooled_pixels.source = {"name": "4x4 average-pooled pixels (not Inception: FID values not comparable)", "custom": True}
+
+
 class ClassifierFeatures:
     """128-d penultimate features of the Fashion-MNIST classifier: the sweep's fast Fréchet distance."""
 
@@ -215,7 +219,21 @@ def run_generator_cell(args, bits: int, head_type: str, plan: dict, root: Path, 
     return result
 
 
+def print_plan(args: argparse.Namespace) -> dict:
+    """`--plan`: every generator cell's head width, head parameters and feasibility, from the configuration alone."""
+    plans = {bits: plan_heads(args, bits) for bits in args.bits}
+    for bits, plan in plans.items():
+        for head, entry in plan.items():
+            status = "feasible" if entry["feasible"] else f"INFEASIBLE: {entry['infeasible_reason']}"
+            print(
+                f"k={bits:>2} {head:<8} width {entry['head_width']:>4}  head params {entry['head_params']:>13,}  {status}"
+            )
+    return plans
+
+
 def main(args: argparse.Namespace) -> dict:
+    if args.plan:
+        return print_plan(args)
     root = Path(args.study_dir)
     root.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)

@@ -206,7 +206,7 @@ def to_uint8_rgb(images: torch.Tensor) -> np.ndarray:
 @torch.no_grad()
 def evaluate_tokenizer(args, bits: int, root: Path, train_stats: dict, references) -> dict:
     vq = bar_hf.BARVQModel.from_pretrained(root / "tokenizers" / f"k{bits}" / "vqvae").eval()
-    real, _ = real_test_images(args.num_reference, args.image_size, args.fashion_mnist_dir)
+    real, _ = real_test_images(args.num_samples, args.image_size, args.fashion_mnist_dir)
     recon, ids = [], []
     for start in range(0, len(real), 250):
         batch = real[start : start + 250]
