@@ -19,6 +19,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from head_study_heads import generator_config  # noqa: E402
+from sweep_plots import image_grid  # noqa: E402
 
 import bar_hf  # noqa: E402
 from bar_hf.bits import bits_to_ids  # noqa: E402
@@ -295,6 +296,7 @@ def evaluate_generator(args, bits: int, head_type: str, root: Path, references) 
         k=min(3, args.num_samples - 1),
     )  # fmt: skip
     labels = np.array([i % 10 for i in range(args.num_samples)])
+    image_grid([(f"k{bits}-{head_type}", images[:20])], out / "samples.png")  # classes 0-9 twice, for the eye
     return {
         "sweep": sweep, "best_setting": setting, "head_steps": steps, "num_samples": args.num_samples,
         "gen_fid": metrics["fid"], "precision": metrics["precision"], "recall": metrics["recall"],
@@ -302,5 +304,5 @@ def evaluate_generator(args, bits: int, head_type: str, root: Path, references) 
         "class_accuracy": classifier_accuracy(references["classifier_model"], images, labels),
         "sampling_seconds_per_image": seconds / args.num_samples, "sample_batch_size": args.sample_batch_size,
         "feature_source": metrics["feature_source"],
-        "backbone_params": sum(p.numel() for p in pipe.transformer.parameters()),
+        "transformer_params": sum(p.numel() for p in pipe.transformer.parameters()),
     }  # fmt: skip

@@ -146,6 +146,7 @@ def test_quick_writes_table_with_three_heads_and_infeasible_linear(quick_study):
     k4 = json.loads((quick_study / "results" / "k4-mbm.json").read_text())
     assert k4["train"]["steps_timed"] == 20 and k4["train"]["peak_rss_mib"] > 0
     assert {"gen_fid", "precision", "recall", "class_accuracy", "sampling_seconds_per_image"} <= k4.keys()
+    assert (quick_study / "generators" / "k4-mbm" / "samples.png").is_file()
     assert not (quick_study / "generators" / "k8-linear").exists()  # infeasible: never built
     tokenizer = json.loads((quick_study / "results" / "tokenizer-k8.json").read_text())
     assert tokenizer["psnr_db"] > 0 and tokenizer["rfid"] is not None
