@@ -100,8 +100,8 @@ def validate_args(args: argparse.Namespace) -> None:
     rules = {k: AT_LEAST_1 for k in integers}
     rules.update(learning_rate=POSITIVE, tokenizer_learning_rate=POSITIVE, tokenizer_ema_decay=BETA)
     check_flags(args, {**rules, "image_size": AT_LEAST_1, "tokenizer_patch_size": AT_LEAST_1})
-    if any(b < 1 for b in args.bits):
-        raise ValueError(f"`--bits` must be positive ints, got {args.bits}.")
+    if any(not 1 <= b <= 62 for b in args.bits):
+        raise ValueError(f"`--bits` must be ints in 1..62 (token ids are int64), got {args.bits}.")
     if args.image_size % args.tokenizer_patch_size:
         raise ValueError(
             f"`--image_size` ({args.image_size}) must be divisible by `--tokenizer_patch_size` "

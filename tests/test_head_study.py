@@ -75,6 +75,7 @@ def test_head_widths_match_parameter_counts_where_possible():
         (["--sweep", "[[1.5]]"], "--sweep"),
         (["--sweep", "[]"], "--sweep"),
         (["--bits", "0"], "--bits"),
+        (["--bits", "8", "64"], "--bits"),
         (["--generator_steps", "0"], "generator_steps"),
         (["--tokenizer_patch_size", "5"], "--tokenizer_patch_size"),
         (["--tokenizer_ema_decay", "1.5"], "--tokenizer_ema_decay"),
