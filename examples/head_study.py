@@ -118,11 +118,15 @@ def validate_args(args: argparse.Namespace) -> None:
         ) from error
     if not args.sweep:
         raise ValueError("`--sweep` must hold at least one setting.")
+    for setting in args.sweep:  # checked now, not after hours of training
+        if not (setting["guidance_scale"] >= 0 and setting["temperature"] >= 0):
+            raise ValueError(f"`--sweep` needs guidance_scale >= 0 and temperature >= 0, got {setting}.")
 
 
 def check_study_settings(args: argparse.Namespace, root: Path) -> None:
     """A study folder continues only with the settings that made its finished cells."""
-    settings = {k: getattr(args, k) for k in [*RESULT_FLAGS, "seed", "image_size", "tokenizer_patch_size", "sweep"]}
+    names = [*RESULT_FLAGS, "seed", "image_size", "tokenizer_patch_size", "sweep", "fashion_mnist_dir", "classifier"]
+    settings = {k: getattr(args, k) for k in names}
     path = root / "study.json"
     if path.exists():
         previous = json.loads(path.read_text())

@@ -74,6 +74,7 @@ def test_head_widths_match_parameter_counts_where_possible():
     [
         (["--sweep", "[[1.5]]"], "--sweep"),
         (["--sweep", "[]"], "--sweep"),
+        (["--sweep", "[[2.0, -1]]"], "--sweep"),
         (["--bits", "0"], "--bits"),
         (["--bits", "8", "64"], "--bits"),
         (["--generator_steps", "0"], "generator_steps"),
