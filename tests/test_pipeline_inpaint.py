@@ -288,3 +288,25 @@ def test_ar_patch_size_two(tmp_path):
     config = edit.transformer.config
     ar_out, ar_source = (patchify_bits(x, (6, 6), 2) for x in (out, source))
     assert torch.equal(ar_out[~regenerate], ar_source[~regenerate]) and config.bits_per_step == 20
+
+
+def test_cli_inpaint_grid(pipe, tmp_path, capsys):
+    from bar_hf import cli
+    from bar_hf.masks import MASK_NAMES
+
+    pipe.save_pretrained(tmp_path / "pipe")
+    image = tmp_path / "image.png"
+    Image.fromarray((images(1)[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)).resize((48, 48)).save(image)
+    grid = tmp_path / "grid.png"
+    code = cli.main(
+        ["inpaint", str(image), "--mask", "bottom_half", "--class-labels", "1", "three", "--model",
+         str(tmp_path / "pipe"), "--num-samples", "2", "--output", str(grid), "--quiet", "--scale", "2"]
+    )  # fmt: skip
+    assert code == 0 and Image.open(grid).height == 2 * (48 + 2)  # one row per class, 24 px cells upscaled x2
+    assert Image.open(grid).width > 4 * 48  # original | mask | 2 completions
+    code = cli.main(
+        ["inpaint", str(image), "--mask", "middle", "--class-labels", "1", "--model", str(tmp_path / "pipe")]
+    )
+    assert code == 2 and "`--mask` must be one of" in capsys.readouterr().err
+    help_text = cli.build_parser()._subparsers._group_actions[0].choices["inpaint"].format_help()
+    assert all(name in help_text for name in MASK_NAMES)
