@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from diffusers import ImagePipelineOutput
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.image_processor import PipelineImageInput
 from diffusers.utils import logging
 
 from .bits import MASK_BIT, patchify_bits, unpatchify_bits
@@ -214,8 +215,8 @@ class BARInpaintPipeline(BARPipeline):
     @torch.no_grad()
     def __call__(
         self,
-        image,
-        mask_image,
+        image: PipelineImageInput,
+        mask_image: PipelineImageInput,
         class_labels: int | str | list[int | str],
         order: str | None = None,
         keep_bits: int | list[bool] | torch.Tensor | None = None,
