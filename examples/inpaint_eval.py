@@ -53,6 +53,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timing_images", type=int, default=50, help="images for the timing vs plain generation")
     parser.add_argument("--grid_images", type=int, default=6, help="rows of grid.png")
     parser.add_argument("--feature_batch_size", type=int, default=50)
+    parser.add_argument("--device", default="cpu", help="device of the pipeline and of the Inception network")
+    parser.add_argument(
+        "--reference_stats_cache", default=None, help="FID reference .npz (default: OUTPUT_DIR/reference_N.npz)"
+    )
     parser.add_argument("--quick", action="store_true", help="tiny random model, noise images, pixel features")
     args = parser.parse_args(argv)
     for name in ("num_images", "batch_size", "num_reference", "grid_images", "feature_batch_size"):
@@ -139,7 +143,7 @@ def evaluate_setting(pipe, data, mask_name, order, swapped, reference, features,
     predictions = classifier_predictions(args.classifier, uint8)
     metrics = compute_metrics(
         generated_images=uint8, reference_stats=reference, feature_extractor=features,
-        batch_size=args.feature_batch_size,
+        batch_size=args.feature_batch_size, device=args.device,
     )  # fmt: skip
     result = {
         "mask": mask_name,
@@ -237,14 +241,15 @@ def main(args: argparse.Namespace) -> dict:
         from bar_hf.evaluation import load_inception_feature_extractor
 
         bar = bar_hf.BARPipeline.from_pretrained(args.model or bar_hf.bundled_model_path())
-        features = load_inception_feature_extractor()
-    pipe = bar_hf.BARInpaintPipeline.from_pipe(bar)
+        features = load_inception_feature_extractor(device=args.device)
+    pipe = bar_hf.BARInpaintPipeline.from_pipe(bar).to(args.device)
     pipe.set_progress_bar_config(disable=True)
     size = pipe.vqvae.config.sample_size
     pixels, labels = test_images(args, size, args.num_images)
     reference_pixels, _ = test_images(args, size, args.num_reference, offset=args.num_images if args.quick else 0)
+    cache = args.reference_stats_cache or out / f"reference_{args.num_reference}.npz"
     reference = compute_reference_statistics(
-        to_uint8_rgb(reference_pixels), out / f"reference_{args.num_reference}.npz", features, args.feature_batch_size
+        to_uint8_rgb(reference_pixels), cache, features, args.feature_batch_size, device=args.device
     )
     data = {"pixels": pixels, "labels": labels, "masks": {}, "regenerate": {}}
     for mask_name in args.masks:

@@ -310,3 +310,8 @@ def test_cli_inpaint_grid(pipe, tmp_path, capsys):
     assert code == 2 and "`--mask` must be one of" in capsys.readouterr().err
     help_text = cli.build_parser()._subparsers._group_actions[0].choices["inpaint"].format_help()
     assert all(name in help_text for name in MASK_NAMES)
+
+
+def test_enable_compile_is_refused_not_ignored(inpaint):
+    with pytest.raises(NotImplementedError, match="enable_compile"):
+        inpaint.enable_compile()

@@ -75,6 +75,15 @@ class BARInpaintPipeline(BARPipeline):
     ```
     """
 
+    def enable_compile(self, mode: str | None = None, backend: str = "inductor", **compile_kwargs) -> None:
+        """Not available for editing: `BARPipeline.enable_compile` compiles the raster-order sampling steps, while
+        editing runs [`BARModel.forward`] with per-sample orders. Raises `NotImplementedError` (rather than having no
+        effect)."""
+        raise NotImplementedError(
+            "`BARInpaintPipeline` does not support `enable_compile` (it samples with per-sample generation orders "
+            "through `BARModel.forward`); compile a `BARPipeline` for plain generation instead."
+        )
+
     # ------------------------------------------------------------------------------------------------ inputs
     @property
     def default_order(self) -> str:
