@@ -223,7 +223,7 @@ def test_validation_errors_name_the_argument(inpaint, kwargs, match):
         inpaint(**call)
 
 
-def test_default_order_follows_the_training_record(pipe):
+def test_default_order_follows_the_training_record(pipe, tmp_path):
     config = pipe.transformer.config
     assert default_order(config) == "raster"  # no record: the authors' models, the first bundled model
     record = {"random_order_anneal_start": 0, "random_order_anneal_end": 0}
@@ -232,6 +232,8 @@ def test_default_order_follows_the_training_record(pipe):
     )
     edited = BARConfig(**config.to_dict(), training_orders={**record, "edit_order_ratio": 0.25})
     assert default_order(edited) == "kept_first"
+    edited.save_pretrained(tmp_path)  # the record survives config.json
+    assert default_order(BARConfig.from_pretrained(tmp_path)) == "kept_first"
     edit = BARInpaintPipeline(**{**pipe.components, "transformer": BARForCausalImageModeling(edited)})
     assert edit.default_order == "kept_first"
 
