@@ -49,6 +49,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0, help="image i uses seed + i (sampling and random_box)")
     parser.add_argument("--num_reference", type=int, default=2000, help="real test images for the FID reference")
+    parser.add_argument(
+        "--fid_images",
+        type=int,
+        default=None,
+        help="FID on the first M completions of each setting (default: all; 0: no FID)",
+    )
     parser.add_argument("--classifier", default=str(CLASSIFIER), help="Fashion-MNIST classifier (.safetensors)")
     parser.add_argument("--timing_images", type=int, default=50, help="images for the timing vs plain generation")
     parser.add_argument("--grid_images", type=int, default=6, help="rows of grid.png")
@@ -62,6 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("num_images", "batch_size", "num_reference", "grid_images", "feature_batch_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.fid_images is not None and args.fid_images < 0:
+        parser.error(f"--fid_images must be >= 0, got {args.fid_images}")
     if args.timing_images < 0:
         parser.error(f"--timing_images must be >= 0, got {args.timing_images}")
     return args
@@ -141,10 +149,13 @@ def evaluate_setting(pipe, data, mask_name, order, swapped, reference, features,
     pasted = torch.where(kept, pixels, raw)
     uint8 = to_uint8_rgb(pasted)
     predictions = classifier_predictions(args.classifier, uint8)
-    metrics = compute_metrics(
-        generated_images=uint8, reference_stats=reference, feature_extractor=features,
-        batch_size=args.feature_batch_size, device=args.device,
-    )  # fmt: skip
+    fid_images = len(uint8) if args.fid_images is None else min(args.fid_images, len(uint8))
+    fid = None
+    if fid_images:
+        fid = compute_metrics(
+            generated_images=uint8[:fid_images], reference_stats=reference, feature_extractor=features,
+            batch_size=args.feature_batch_size, device=args.device,
+        )["fid"]  # fmt: skip
     result = {
         "mask": mask_name,
         "order": order,
@@ -157,7 +168,8 @@ def evaluate_setting(pipe, data, mask_name, order, swapped, reference, features,
         else float((predictions == np.array(true_labels)).mean()),
         "psnr_kept_paste_back": psnr(pasted, pixels, kept),
         "psnr_kept_no_paste_back": psnr(raw, pixels, kept),
-        "fid": metrics["fid"],
+        "fid": fid,
+        "fid_images": fid_images,
         "seconds_per_image_whole_run": seconds / len(labels),
     }
     return result, pasted
@@ -246,11 +258,13 @@ def main(args: argparse.Namespace) -> dict:
     pipe.set_progress_bar_config(disable=True)
     size = pipe.vqvae.config.sample_size
     pixels, labels = test_images(args, size, args.num_images)
-    reference_pixels, _ = test_images(args, size, args.num_reference, offset=args.num_images if args.quick else 0)
-    cache = args.reference_stats_cache or out / f"reference_{args.num_reference}.npz"
-    reference = compute_reference_statistics(
-        to_uint8_rgb(reference_pixels), cache, features, args.feature_batch_size, device=args.device
-    )
+    reference = None
+    if args.fid_images != 0:  # the first `num_reference` real test images (cached statistics)
+        reference_pixels, _ = test_images(args, size, args.num_reference, offset=args.num_images if args.quick else 0)
+        cache = args.reference_stats_cache or out / f"reference_{args.num_reference}.npz"
+        reference = compute_reference_statistics(
+            to_uint8_rgb(reference_pixels), cache, features, args.feature_batch_size, device=args.device
+        )
     data = {"pixels": pixels, "labels": labels, "masks": {}, "regenerate": {}}
     for mask_name in args.masks:
         data["masks"][mask_name] = masks_for(mask_name, args, size, len(labels))
