@@ -46,7 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num_images", type=int, default=500, help="Fashion-MNIST test images (the first ones)")
     parser.add_argument("--masks", nargs="+", default=list(MASKS), choices=bar_hf.masks.MASK_NAMES)
     parser.add_argument("--orders", nargs="+", default=list(ORDERS), choices=ORDERS)
-    parser.add_argument("--batch_size", type=int, default=100)
+    parser.add_argument(
+        "--batch_size", type=int, default=500, help="images per pipeline call (bigger is faster on CPU)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="image i uses seed + i (sampling and random_box)")
     parser.add_argument("--num_reference", type=int, default=2000, help="real test images for the FID reference")
     parser.add_argument(
