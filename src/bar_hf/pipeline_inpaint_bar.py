@@ -69,9 +69,10 @@ class BARInpaintPipeline(BARPipeline):
     >>> import torch, bar_hf
     >>> from bar_hf.masks import make_mask
     >>> pipe = bar_hf.BARInpaintPipeline.from_pretrained(bar_hf.bundled_model_path())
-    >>> image = pipe("Dress", generator=torch.Generator().manual_seed(0), output_type="pt")  # any image works
-    >>> mask = make_mask("bottom_half", 32, 32)  # 1 = regenerate
-    >>> edits = pipe(image.images, mask, class_labels="Dress", generator=torch.Generator().manual_seed(1)).images
+    >>> generator = bar_hf.BARPipeline.from_pipe(pipe)  # shares the weights
+    >>> image = generator("Dress", generator=torch.Generator().manual_seed(0), output_type="pt").images  # any image
+    >>> mask = make_mask("bottom_half", 32, 32)  # 1 = regenerate: prefix completion
+    >>> edits = pipe(image, mask, class_labels="Dress", generator=torch.Generator().manual_seed(1)).images
     ```
     """
 
