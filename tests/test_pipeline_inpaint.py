@@ -317,3 +317,11 @@ def test_cli_inpaint_grid(pipe, tmp_path, capsys):
 def test_enable_compile_is_refused_not_ignored(inpaint):
     with pytest.raises(NotImplementedError, match="enable_compile"):
         inpaint.enable_compile()
+
+
+def test_remote_code_export_loads_the_inpaint_class(inpaint, tmp_path):
+    from diffusers import DiffusionPipeline
+
+    inpaint.save_pretrained(tmp_path, remote_code=True)
+    loaded = DiffusionPipeline.from_pretrained(tmp_path, trust_remote_code=True)
+    assert type(loaded) is BARInpaintPipeline
