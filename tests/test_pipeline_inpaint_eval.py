@@ -5,6 +5,7 @@ import json
 import sys
 from pathlib import Path
 
+import torch
 from PIL import Image
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -44,9 +45,7 @@ def test_quick_inpaint_eval_writes_report(tmp_path):
     assert grid.height == 2 * (64 + 2)  # two image rows of 16 px cells upscaled x4
 
 
-def test_psnr_and_masks_helpers():
-    import torch
-
+def test_psnr_and_random_box_masks():
     evaluation = load_eval()
     a = torch.zeros(1, 1, 4, 4)
     b = a.clone()
@@ -58,3 +57,14 @@ def test_psnr_and_masks_helpers():
     boxes = evaluation.masks_for("random_box", args, 16, 3)
     assert boxes.shape == (3, 16, 16) and not torch.equal(boxes[0], boxes[1])  # seeded per image
     assert torch.equal(boxes, evaluation.masks_for("random_box", args, 16, 3))
+
+
+def test_quick_eval_subset_without_fid(tmp_path):
+    evaluation = load_eval()
+    args = evaluation.parse_args(
+        ["--quick", "--output_dir", str(tmp_path), "--num_images", "2", "--masks", "bottom_half", "--orders", "raster",
+         "--fid_images", "0", "--timing_images", "0", "--grid_images", "1"]
+    )  # fmt: skip
+    report = evaluation.main(args)
+    assert [(r["mask"], r["order"], r["fid"]) for r in report["settings"]] == [("bottom_half", "raster", None)] * 2
+    assert report["timing"] == {} and not list(tmp_path.glob("reference_*.npz"))

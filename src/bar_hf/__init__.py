@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 
 from transformers import AutoConfig, AutoModel
 
-from . import bits
+from . import bits, masks
 from .cli import bundled_model_path
 from .configuration_bar import BAR_PRESETS, BAR_SAMPLING_DEFAULTS, BARConfig
 from .layerwise_casting import enable_layerwise_casting
@@ -23,6 +23,7 @@ from .modeling_bar import (
     BARPreTrainedModel,
 )
 from .pipeline_bar import BARPipeline
+from .pipeline_inpaint_bar import BARInpaintPipeline
 from .scheduling_bar import (
     BARAdaptiveBitScheduler,
     BARBitScheduler,
@@ -37,6 +38,7 @@ AutoModel.register(BARConfig, BARModel, exist_ok=True)
 
 __all__ = [
     "bits",
+    "masks",
     "bundled_model_path",
     "BARVQModel",
     "BARVQEncoderOutput",
@@ -58,5 +60,6 @@ __all__ = [
     "BARBitSchedulerOutput",
     "BARSchedulerMixin",
     "BARPipeline",
+    "BARInpaintPipeline",
     "enable_layerwise_casting",
 ]

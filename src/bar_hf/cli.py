@@ -1,4 +1,4 @@
-"""`bar-hf` command line: `generate`, `demo`, `convert`."""
+"""`bar-hf` command line: `generate`, `demo`, `inpaint`, `convert`."""
 
 from __future__ import annotations
 
@@ -189,6 +189,87 @@ def _add_generate_arguments(parser: argparse.ArgumentParser, demo: bool = False)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _load_mask(spec: str, size: tuple[int, int], seed: int):
+    """`--mask`: a named mask of `bar_hf.masks.MASK_NAMES` (at the model's size) or an image file (white = regenerate)."""
+    import torch
+    from PIL import Image
+
+    from .masks import MASK_NAMES, make_mask
+
+    if spec in MASK_NAMES:
+        return make_mask(spec, size[0], size[1], generator=torch.Generator().manual_seed(seed))
+    if not os.path.isfile(spec):
+        raise ValueError(f"`--mask` must be one of {MASK_NAMES} or an image file, got {spec!r} (no such file).")
+    return Image.open(spec).convert("L")
+
+
+def _inpaint(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from .pipeline_inpaint_bar import BARInpaintPipeline
+
+    model = args.model or bundled_model_path()
+    dtype, device = _parse_dtype(args.dtype), _parse_device(args.device)
+    _check_model_location(model)
+    if not os.path.isfile(args.image):
+        raise ValueError(f"`image` {args.image!r} is not a file.")
+    if args.num_samples < 1:
+        raise ValueError(f"`--num-samples` must be >= 1, got {args.num_samples}.")
+    if args.quiet:
+        _quiet_loading()
+    pipe = BARInpaintPipeline.from_pretrained(model, dtype=dtype).to(device)
+    if args.quiet:
+        pipe.set_progress_bar_config(disable=True)
+    size = tuple(s * pipe.vqvae.config.patch_size for s in pipe.vqvae.grid_size)
+    image = Image.open(args.image)
+    mask = _load_mask(args.mask, size, args.seed)
+    label_ids = pipe._resolve_labels(args.class_labels)
+    inputs = pipe.prepare_inputs(image, mask, label_ids[0], args.order, args.keep_bits)
+    mode = "L" if pipe.vqvae.config.out_channels == 1 else "RGB"
+    original = Image.fromarray((inputs.pixels[0].permute(1, 2, 0).squeeze(-1).numpy() * 255).round().astype(np.uint8))
+    kept = pipe.kept_pixel_mask(inputs.regenerate)[0, 0].numpy()
+    mask_view = Image.fromarray(np.where(kept, 0, 255).astype(np.uint8)).convert(mode)
+    cells, titles = [], []
+    for label in label_ids:
+        completions = pipe(
+            [image] * args.num_samples, mask, label, order=args.order, keep_bits=args.keep_bits,
+            paste_back=not args.no_paste_back, guidance_scale=args.guidance_scale,
+            num_inference_steps=args.num_inference_steps, temperature=args.temperature,
+            generator=[torch.Generator().manual_seed(args.seed + i) for i in range(args.num_samples)],
+        ).images  # fmt: skip
+        cells += [original.convert(mode), mask_view, *completions]
+        titles.append(f"{pipe.id2label.get(label, str(label)).split(',')[0]} ({inputs.order})")
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    scale = args.scale or max(1, 96 // size[0])
+    make_grid(cells, titles, args.num_samples + 2, scale).save(output)
+    print(f"wrote {output}: original | mask (white = regenerated tokens) | {args.num_samples} completions per class")
+    return 0
+
+
+def _add_inpaint_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("image", help="image file to edit (resized to the model's size if it has its aspect ratio)")
+    parser.add_argument("--mask", required=True, help="a mask image (white = regenerate) or a named mask: " + ", ".join(
+        ("center", "top_half", "bottom_half", "left_half", "right_half", "outpaint", "random_box")))  # fmt: skip
+    parser.add_argument("--class-labels", nargs="+", required=True, help="class ids or names; one grid row each")
+    parser.add_argument("--model", default=None, help="pipeline folder or Hub id (default: the bundled model)")
+    parser.add_argument("--order", choices=["kept_first", "raster"], default=None, help="default: from the model")
+    parser.add_argument("--keep-bits", type=int, default=None, help="keep the first J bits of regenerated tokens")
+    parser.add_argument("--no-paste-back", action="store_true", help="do not copy the kept pixels back")
+    parser.add_argument("--num-samples", type=int, default=4, help="completions per class (seeds seed, seed+1, ...)")
+    parser.add_argument("--seed", type=int, default=0, help="completion i uses seed + i; also seeds random_box")
+    parser.add_argument("--guidance-scale", type=float, default=None, help="default: the model's saved value")
+    parser.add_argument("--num-inference-steps", type=int, default=None, help="head steps per token")
+    parser.add_argument("--temperature", type=float, default=None)
+    parser.add_argument("--output", default="outputs/inpaint.png", help="grid PNG path")
+    parser.add_argument("--scale", type=int, default=None, help="grid upscaling factor (default: to ~96 px)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bar-hf", description="BAR image generation with diffusers/transformers")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -198,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="generate a labelled grid with the bundled Fashion-MNIST model")
     _add_generate_arguments(demo, demo=True)
     demo.set_defaults(func=_demo)
+    inpaint = sub.add_parser("inpaint", help="regenerate the masked part of an image (BARInpaintPipeline), grid PNG")
+    _add_inpaint_arguments(inpaint)
+    inpaint.set_defaults(func=_inpaint)
     try:
         from .convert import add_convert_subparser
     except ImportError:  # the converter module is optional at import time

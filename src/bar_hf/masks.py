@@ -69,6 +69,18 @@ def token_mask(mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     return cells.any(dim=4).any(dim=2).reshape(mask.shape[0], gh * gw)
 
 
+def overlap_token_mask(mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """[`token_mask`] for masks of any size: token `(r, c)` is regenerated when any pixel overlapping its cell is masked
+    (> 0.5). The cell of token row `r` spans pixel rows `floor(r·H/gh) .. ceil((r+1)·H/gh) - 1` (adaptive max
+    pooling), so for sizes that are multiples of the grid it equals [`token_mask`]. Returns `(B, gh * gw)`."""
+    if mask.dim() == 4 and mask.shape[1] == 1:
+        mask = mask[:, 0]
+    if mask.dim() != 3:
+        raise ValueError(f"`mask` must have shape (B, H, W) or (B, 1, H, W), got {tuple(mask.shape)}.")
+    pooled = torch.nn.functional.adaptive_max_pool2d((mask > 0.5).float()[:, None], tuple(grid))
+    return (pooled[:, 0] > 0).reshape(mask.shape[0], grid[0] * grid[1])
+
+
 def kept_first_orders(regenerate: torch.Tensor) -> torch.Tensor:
     """Generation orders `(B, N)`: kept tokens first, then regenerated ones, each group in raster order.
 
