@@ -22,3 +22,13 @@ export OMP_NUM_THREADS=2
   --adam_weight_decay 0.03 --guidance_scale 2.0 --temperature 1.0 --num_inference_steps 4 \
   --checkpointing_steps 200 --checkpoints_total_limit 2 --validation_steps 800 --num_validation_images 4 \
   --logging_steps 50 --seed 42 --resume_from_checkpoint latest
+# 4) editing: continue the generator with "kept first" orders of random editing masks for half of the samples
+#    (BARInpaintPipeline's default order for this model); the shipped transformer is runs/bar_fmnist_edit/pipeline.
+#    One thread (measured while other jobs shared the machine).
+OMP_NUM_THREADS=1 .venv/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
+  examples/train_bar.py --pretokenized_dataset runs/tokens_fmnist --vqvae_model_name_or_path runs/vq_fmnist/vqvae \
+  --pretrained_model_name_or_path runs/bar_fmnist/pipeline/transformer --output_dir runs/bar_fmnist_edit \
+  --max_train_steps 400 --train_batch_size 64 --learning_rate 3e-4 --min_learning_rate 1e-5 --lr_warmup_steps 30 \
+  --adam_beta2 0.96 --adam_weight_decay 0.03 --guidance_scale 3.0 --temperature 1.8 --num_inference_steps 4 \
+  --edit_order_ratio 0.5 --checkpointing_steps 100 --checkpoints_total_limit 2 --logging_steps 25 --seed 43 \
+  --resume_from_checkpoint latest
