@@ -1,0 +1,460 @@
+"""Infer `BARConfig` / `BARVQModel` sizes from the authors' tensors and cross-check them (part of [`bar_hf.convert`]).
+
+Every size the tensors reveal is read from their shapes; the authors' YAML, a preset and user overrides must agree
+with them (one error lists every disagreement, naming the field and every value).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .configuration_bar import BAR_PRESETS, CLASS_ROW_OFFSET, BARConfig
+from .convert_keys import _UNSET, _short, _yaml_get, _yaml_token_size, load_authors_yaml
+from .convert_resolve import (
+    _count_layers,
+    _init_parameters,
+    _perfect_square_root,
+    _Resolver,
+    _src,
+    _validate_overrides,
+)
+from .vq_model_bar import BARVQModel
+
+# The authors' values for what tokenizer tensors cannot reveal (BAR_METHOD §2.2/§2.4).
+_TOKENIZER_DEFAULTS = dict(
+    encoder_hidden_size=1152,
+    encoder_num_layers=27,
+    encoder_num_heads=16,
+    encoder_intermediate_size=4304,
+    encoder_num_position_embeddings=256,
+    decoder_hidden_size=1024,
+    decoder_num_layers=24,
+    decoder_num_heads=16,
+)
+_AUTHORS_ENCODER_WIDTH_HEADS = {1152: 16}
+_AUTHORS_DECODER_WIDTH_HEADS = {1024: 16}
+
+_GENERATOR_CORE_KEYS = (
+    "embeddings.weight",
+    "pos_embed",
+    "target_aware_pos_embed",
+    "timesteps_embeddings",
+    "blocks.0.attn.q_norm.weight",
+    "blocks.0.mlp.w12.weight",
+    "lm_head.output_embed.weight",
+    "lm_head.transformer.0.mlp.w12.weight",
+    "lm_head.t_embedder.W",
+)
+
+
+def infer_generator_config(
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    num_bits: int | None = None,
+    latent_size: tuple[int, int] | None = None,
+    yaml_config: Mapping | str | Path | None = None,
+    preset: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> BARConfig:
+    """Build the [`BARConfig`] of an authors'-layout generator state dict (prefixes already stripped).
+
+    Sizes read from tensors: `hidden_size` (class table width), `num_hidden_layers`, `num_attention_heads`
+    (`hidden_size / q_norm width`), `intermediate_size`, `num_classes` (class table rows − 4), position/slot table
+    sizes, `k` (head output / 2) and hence `patch_size = sqrt(k / num_bits)`, head width/depth/MLP/Fourier size, and
+    `num_class_tokens` from the RoPE table rows when present. `num_bits` and the latent grid come from the tokenizer
+    (`num_bits`, `latent_size`), the YAML (`model.vq_model.token_size`, `model.generator.image_seq_len`), a preset
+    or `overrides`; every source present must agree.
+
+    Args:
+        state_dict: the authors' generator tensors (meta tensors are fine: only shapes are read).
+        num_bits (`int`, *optional*): tokenizer bits per latent token.
+        latent_size (`tuple[int, int]`, *optional*): tokenizer latent grid `(H', W')`.
+        yaml_config: the authors' generator YAML (path or parsed mapping).
+        preset (`str`, *optional*): one of `BAR_PRESETS`.
+        overrides (`dict`, *optional*): `BARConfig` fields to force (checked against tensor-revealed values).
+
+    Raises:
+        ValueError: on missing inference keys, impossible shapes or any disagreement between sources.
+    """
+    if preset is not None and preset not in BAR_PRESETS:
+        raise ValueError(f"`preset` must be one of {sorted(BAR_PRESETS)}, got {preset!r}.")
+    overrides = _validate_overrides("generator", overrides, _init_parameters(BARConfig))
+    cfg = load_authors_yaml(yaml_config)
+    missing = [key for key in _GENERATOR_CORE_KEYS if key not in state_dict]
+    if missing:
+        raise ValueError(
+            f"cannot infer the generator architecture: the checkpoint lacks {missing} (is this an authors' BAR "
+            f"generator file with the MBM head? it has {len(state_dict)} keys, e.g. {_short(list(state_dict)[:5])})."
+        )
+    shape = {key: tuple(state_dict[key].shape) for key in _GENERATOR_CORE_KEYS}
+    preset_values = BARConfig.from_preset(preset).to_dict() if preset else {}
+
+    def ypath(path: str) -> tuple[Any, str] | object:
+        return _src(_yaml_get(cfg, path), f"YAML {path}")
+
+    def pval(name: str) -> tuple[Any, str] | object:
+        return _src(preset_values.get(name, _UNSET), f"preset {preset!r}") if preset else _UNSET
+
+    has_generator_yaml = isinstance(_yaml_get(cfg, "model.generator"), Mapping)
+    r = _Resolver("generator", overrides)
+    hidden = shape["embeddings.weight"][1]
+    head_dim = shape["blocks.0.attn.q_norm.weight"][0]
+    values: dict[str, Any] = {}
+    values["hidden_size"] = r.resolve(
+        "hidden_size",
+        checkpoint=(hidden, f"embeddings.weight {list(shape['embeddings.weight'])}"),
+        yaml=ypath("model.generator.hidden_size"),
+        preset=pval("hidden_size"),
+    )
+    values["num_hidden_layers"] = r.resolve(
+        "num_hidden_layers",
+        checkpoint=(_count_layers(state_dict, "blocks.", "generator"), "number of blocks.i"),
+        yaml=ypath("model.generator.num_hidden_layers"),
+        preset=pval("num_hidden_layers"),
+    )
+    heads = hidden // head_dim if head_dim and hidden % head_dim == 0 else _UNSET
+    values["num_attention_heads"] = r.resolve(
+        "num_attention_heads",
+        checkpoint=_src(heads, f"hidden_size {hidden} / q_norm width {head_dim}"),
+        yaml=ypath("model.generator.num_attention_heads"),
+        preset=pval("num_attention_heads"),
+    )
+    values["intermediate_size"] = r.resolve(
+        "intermediate_size",
+        checkpoint=(
+            shape["blocks.0.mlp.w12.weight"][0] // 2,
+            f"blocks.0.mlp.w12.weight {list(shape['blocks.0.mlp.w12.weight'])} / 2",
+        ),
+        preset=pval("intermediate_size"),
+    )
+    yaml_dropout = _yaml_get(cfg, "model.generator.dropout")
+    if yaml_dropout is _UNSET and has_generator_yaml:
+        yaml_dropout = 0.0  # the authors' default when the YAML has no `dropout`
+    values["hidden_dropout"] = r.resolve(
+        "hidden_dropout",
+        yaml=_src(yaml_dropout, "YAML model.generator.dropout (default 0.0)"),
+        preset=pval("hidden_dropout"),
+        default=0.0,
+    )
+    values["num_classes"] = r.resolve(
+        "num_classes",
+        checkpoint=(
+            shape["embeddings.weight"][0] - CLASS_ROW_OFFSET - 1,
+            f"embeddings.weight rows {shape['embeddings.weight'][0]} - {CLASS_ROW_OFFSET + 1}",
+        ),
+        yaml=ypath("model.generator.condition_num_classes"),
+        preset=pval("num_classes"),
+    )
+    values["class_dropout_prob"] = r.resolve(
+        "class_dropout_prob",
+        yaml=ypath("model.generator.class_label_dropout"),
+        preset=pval("class_dropout_prob"),
+        default=0.1,
+    )
+    target_codebook = _yaml_get(cfg, "model.generator.target_codebook_size")
+    if target_codebook is not _UNSET and target_codebook != 2:
+        r.errors.append(
+            f"`target_codebook_size` must be 2 (binary bits, class row offset 3), got YAML "
+            f"model.generator.target_codebook_size={target_codebook!r}"
+        )
+
+    # bits per token and latent grid: tokenizer > YAML > preset > overrides
+    yaml_bits = _yaml_token_size(cfg, r.errors)
+    values["num_bits"] = r.resolve(
+        "num_bits",
+        tokenizer=_src(num_bits, "tokenizer num_bits"),
+        yaml=_src(yaml_bits, "YAML model.vq_model.token_size"),
+        preset=pval("num_bits"),
+    )
+    seq_len = _yaml_get(cfg, "model.generator.image_seq_len")
+    yaml_side = _perfect_square_root(seq_len) if isinstance(seq_len, int) else None
+    if seq_len is not _UNSET and yaml_side is None:
+        r.errors.append(f"YAML model.generator.image_seq_len={seq_len!r} must be a square number of latent tokens")
+    for index, name in enumerate(("latent_height", "latent_width")):
+        values[name] = r.resolve(
+            name,
+            tokenizer=_src(latent_size[index] if latent_size else None, "tokenizer latent grid"),
+            yaml=_src(yaml_side, f"YAML model.generator.image_seq_len={seq_len}"),
+            preset=pval(name),
+        )
+    k2 = shape["lm_head.output_embed.weight"][0]
+    bits_per_step = k2 // 2
+    patch = _UNSET
+    if values["num_bits"]:
+        ratio = bits_per_step / values["num_bits"]
+        root = _perfect_square_root(int(ratio)) if ratio == int(ratio) else None
+        if root is None:
+            r.errors.append(
+                f"`patch_size` impossible: the head predicts k = {bits_per_step} bits per step (lm_head.output_embed "
+                f"rows {k2} / 2), which is not num_bits ({values['num_bits']}) times a square"
+            )
+        else:
+            patch = root
+    yaml_patch = _yaml_get(cfg, "model.generator.patch_size")
+    if yaml_patch is _UNSET and has_generator_yaml:
+        yaml_patch = 1  # the authors' default when the YAML has no patch_size
+    values["patch_size"] = r.resolve(
+        "patch_size",
+        checkpoint=_src(patch, f"sqrt(k {bits_per_step} / num_bits {values['num_bits']})"),
+        yaml=_src(yaml_patch, "YAML model.generator.patch_size (default 1)"),
+        preset=pval("patch_size"),
+    )
+    values["position_embedding_size"] = r.resolve(
+        "position_embedding_size",
+        checkpoint=(shape["pos_embed"][1], f"pos_embed {list(shape['pos_embed'])}"),
+        preset=pval("position_embedding_size"),
+    )
+    if shape["target_aware_pos_embed"] != shape["pos_embed"]:
+        r.errors.append(
+            f"target_aware_pos_embed {list(shape['target_aware_pos_embed'])} must have the shape of pos_embed "
+            f"{list(shape['pos_embed'])}"
+        )
+    values["slot_embedding_size"] = r.resolve(
+        "slot_embedding_size",
+        checkpoint=(shape["timesteps_embeddings"][1], f"timesteps_embeddings {list(shape['timesteps_embeddings'])}"),
+        preset=pval("slot_embedding_size"),
+    )
+    num_ar = None
+    if values["latent_height"] and values["latent_width"] and values["patch_size"]:
+        num_ar = (values["latent_height"] // values["patch_size"]) * (values["latent_width"] // values["patch_size"])
+    rope = state_dict.get("blocks.0.attn.rope.freqs_cos")
+    rope_tokens = _UNSET
+    if rope is not None and num_ar is not None and rope.dim() == 2:
+        rope_tokens = (rope.shape[0] - num_ar - 1, f"RoPE rows {rope.shape[0]} - N {num_ar} - 1 cls")
+    values["num_class_tokens"] = r.resolve(
+        "num_class_tokens",
+        checkpoint=rope_tokens if rope_tokens is not _UNSET and rope_tokens[0] > 0 else _UNSET,
+        yaml=ypath("model.generator.repeat_class_condition"),
+        preset=pval("num_class_tokens"),
+        default=32,
+    )
+    values["head_type"] = r.resolve("head_type", default="mbm")
+    if values["head_type"] != "mbm":
+        r.errors.append(f"`head_type` must be 'mbm' for the authors' checkpoints, got {values['head_type']!r}")
+    head_width = shape["lm_head.output_embed.weight"][1]
+    values["head_hidden_size"] = r.resolve(
+        "head_hidden_size",
+        checkpoint=(head_width, f"lm_head.output_embed.weight {list(shape['lm_head.output_embed.weight'])}"),
+        yaml=ypath("model.generator.mbm_head.width"),
+        preset=pval("head_hidden_size"),
+    )
+    values["head_num_layers"] = r.resolve(
+        "head_num_layers",
+        checkpoint=(
+            _count_layers(state_dict, "lm_head.transformer.", "generator head"),
+            "number of lm_head.transformer.j",
+        ),
+        yaml=ypath("model.generator.mbm_head.num_layers"),
+        preset=pval("head_num_layers"),
+    )
+    w12 = shape["lm_head.transformer.0.mlp.w12.weight"]
+    values["head_intermediate_size"] = r.resolve(
+        "head_intermediate_size",
+        checkpoint=(w12[0] // 2, f"lm_head.transformer.0.mlp.w12.weight {list(w12)} / 2"),
+        preset=pval("head_intermediate_size"),
+    )
+    values["head_fourier_size"] = r.resolve(
+        "head_fourier_size",
+        checkpoint=(shape["lm_head.t_embedder.W"][0], f"lm_head.t_embedder.W {list(shape['lm_head.t_embedder.W'])}"),
+        preset=pval("head_fourier_size"),
+    )
+    for name in sorted(set(overrides) - set(values)):
+        values[name] = r.resolve(name, preset=pval(name))
+    r.raise_errors()
+    try:
+        config = BARConfig(**values)
+    except ValueError as error:
+        raise ValueError(f"the inferred generator config is invalid ({error}); resolved values: {values}") from error
+    if config.bits_per_step != bits_per_step:
+        raise ValueError(
+            f"generator head predicts k = {bits_per_step} bits per step, but num_bits {config.num_bits} × patch_size² "
+            f"{config.patch_size**2} = {config.bits_per_step}."
+        )
+    return config
+
+
+def infer_tokenizer_config(
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    yaml_config: Mapping | str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    allow_missing: bool = False,
+) -> dict[str, Any]:
+    """The `BARVQModel` init kwargs of an authors'-layout BAR-FSQ state dict (prefixes already stripped).
+
+    Read from tensors: `num_bits` (`quantize.*_proj`), decoder width/depth/MLP, latent grid (decoder positions − 1),
+    `patch_size` (`decoder.ffn.0` rows / output channels), encoder width/depth/MLP/position grid, input channels and
+    the distillation projector's hidden width (`decoder.clip_projector.0` rows, when present; default 2048).
+    Attention head counts cannot be read from weights: 16 for the authors' widths (encoder 1152, decoder 1024),
+    otherwise `encoder_num_heads` / `decoder_num_heads` must come from `overrides`. Cross-checked with the YAML
+    (`model.vq_model.token_size`, `codebook_size`, `vit_dec_patch_size`, `clip_align_layer_id`,
+    `dataset.preprocessing.crop_size`).
+
+    Raises:
+        ValueError: on missing inference keys or any disagreement.
+    """
+    overrides = _validate_overrides("tokenizer", overrides, _init_parameters(BARVQModel))
+    cfg = load_authors_yaml(yaml_config)
+    need = [
+        "quantize.out_proj.weight",
+        "decoder.positional_embedding",
+        "decoder.ffn.0.weight",
+        "decoder.conv_out.weight",
+        "decoder.transformer.0.mlp.fc1.weight",
+    ]
+    encoder_need = [
+        "quantize.in_proj.weight",
+        "encoder.siglip.embeddings.patch_embedding.weight",
+        "encoder.siglip.embeddings.position_embedding.weight",
+        "encoder.trainable_encoder.layers.0.mlp.fc1.weight",
+    ]
+    missing = [key for key in need if key not in state_dict]
+    missing_encoder = [key for key in encoder_need if key not in state_dict]
+    if missing or (missing_encoder and not allow_missing):
+        raise ValueError(
+            "cannot infer the tokenizer architecture: the checkpoint lacks "
+            f"{missing + ([] if allow_missing else missing_encoder)} (is this an authors' BAR-FSQ file? it has "
+            f"{len(state_dict)} keys, e.g. {_short(list(state_dict)[:5])})."
+            + ("" if missing else " The encoder keys are optional only with `allow_missing=True`.")
+        )
+
+    def sh(key: str) -> tuple[int, ...] | None:
+        return tuple(state_dict[key].shape) if key in state_dict else None
+
+    r = _Resolver("tokenizer", overrides)
+    values: dict[str, Any] = {}
+    out_proj = sh("quantize.out_proj.weight")
+    in_proj = sh("quantize.in_proj.weight")
+    yaml_bits = _yaml_token_size(cfg, r.errors)
+    values["num_bits"] = r.resolve(
+        "num_bits",
+        checkpoint=(out_proj[1], f"quantize.out_proj.weight {list(out_proj)}"),
+        yaml=_src(yaml_bits, "YAML model.vq_model.token_size"),
+    )
+    if in_proj is not None and in_proj[0] != out_proj[1]:
+        r.errors.append(
+            f"quantize.in_proj.weight {list(in_proj)} and quantize.out_proj.weight {list(out_proj)} disagree on num_bits"
+        )
+    values["decoder_hidden_size"] = r.resolve(
+        "decoder_hidden_size", checkpoint=(out_proj[0], f"quantize.out_proj.weight {list(out_proj)}")
+    )
+    values["decoder_num_layers"] = r.resolve(
+        "decoder_num_layers",
+        checkpoint=(
+            _count_layers(state_dict, "decoder.transformer.", "tokenizer decoder"),
+            "number of decoder.transformer.j",
+        ),
+    )
+    fc1 = sh("decoder.transformer.0.mlp.fc1.weight")
+    values["decoder_intermediate_size"] = r.resolve(
+        "decoder_intermediate_size", checkpoint=(fc1[0], f"decoder.transformer.0.mlp.fc1.weight {list(fc1)}")
+    )
+    conv_out = sh("decoder.conv_out.weight")
+    values["out_channels"] = r.resolve(
+        "out_channels", checkpoint=(conv_out[0], f"decoder.conv_out.weight {list(conv_out)}")
+    )
+    ffn = sh("decoder.ffn.0.weight")
+    patch = _UNSET
+    if values["out_channels"] and ffn[0] % values["out_channels"] == 0:
+        root = _perfect_square_root(ffn[0] // values["out_channels"])
+        patch = root if root else _UNSET
+    if patch is _UNSET:
+        r.errors.append(
+            f"`patch_size` impossible: decoder.ffn.0.weight {list(ffn)} rows are not patch² × out_channels "
+            f"({values['out_channels']})"
+        )
+    values["patch_size"] = r.resolve(
+        "patch_size",
+        checkpoint=_src(patch, f"sqrt(decoder.ffn.0 rows {ffn[0]} / out_channels {values['out_channels']})"),
+        yaml=_src(_yaml_get(cfg, "model.vq_model.vit_dec_patch_size"), "YAML model.vq_model.vit_dec_patch_size"),
+    )
+    positions = sh("decoder.positional_embedding")
+    num_tokens = positions[0] - 1
+    side = _perfect_square_root(num_tokens)
+    grid_sample = side * values["patch_size"] if side and values["patch_size"] else _UNSET
+    if side is None and "sample_size" not in overrides:
+        r.errors.append(
+            f"the latent grid is not square (decoder.positional_embedding {list(positions)} → {num_tokens} tokens); "
+            "pass `sample_size` as [height, width] in `tokenizer_overrides`"
+        )
+    crop = _yaml_get(cfg, "dataset.preprocessing.crop_size")
+    values["sample_size"] = r.resolve(
+        "sample_size",
+        checkpoint=_src(grid_sample, f"sqrt(decoder.positional_embedding rows {positions[0]} - 1) × patch_size"),
+        yaml=_src(crop, "YAML dataset.preprocessing.crop_size"),
+    )
+    # encoder (optional with allow_missing: the authors' sizes are used)
+    patch_embed = sh("encoder.siglip.embeddings.patch_embedding.weight")
+    encoder_width = in_proj[1] if in_proj is not None else (patch_embed[0] if patch_embed else _UNSET)
+    values["encoder_hidden_size"] = r.resolve(
+        "encoder_hidden_size",
+        checkpoint=_src(encoder_width, "quantize.in_proj.weight / patch_embedding width"),
+        default=_TOKENIZER_DEFAULTS["encoder_hidden_size"],
+    )
+    if patch_embed is not None and patch_embed[0] != values["encoder_hidden_size"]:
+        r.errors.append(
+            f"encoder.siglip.embeddings.patch_embedding.weight {list(patch_embed)} disagrees with the encoder width "
+            f"{values['encoder_hidden_size']}"
+        )
+    in_channels = _UNSET
+    if patch_embed is not None and values["patch_size"]:
+        area = values["patch_size"] ** 2
+        if patch_embed[1] % area:
+            r.errors.append(
+                f"encoder.siglip.embeddings.patch_embedding.weight {list(patch_embed)}: {patch_embed[1]} inputs is not "
+                f"channels × patch_size² ({area})"
+            )
+        else:
+            in_channels = patch_embed[1] // area
+    values["in_channels"] = r.resolve(
+        "in_channels",
+        checkpoint=_src(in_channels, "patch_embedding inputs / patch_size²"),
+        default=values["out_channels"],
+    )
+    encoder_layers = _count_layers(state_dict, "encoder.trainable_encoder.layers.", "tokenizer encoder")
+    values["encoder_num_layers"] = r.resolve(
+        "encoder_num_layers",
+        checkpoint=_src(encoder_layers or _UNSET, "number of encoder.trainable_encoder.layers.i"),
+        default=_TOKENIZER_DEFAULTS["encoder_num_layers"],
+    )
+    enc_fc1 = sh("encoder.trainable_encoder.layers.0.mlp.fc1.weight")
+    values["encoder_intermediate_size"] = r.resolve(
+        "encoder_intermediate_size",
+        checkpoint=_src(enc_fc1[0] if enc_fc1 else _UNSET, "encoder.trainable_encoder.layers.0.mlp.fc1.weight"),
+        default=_TOKENIZER_DEFAULTS["encoder_intermediate_size"],
+    )
+    pos = sh("encoder.siglip.embeddings.position_embedding.weight")
+    values["encoder_num_position_embeddings"] = r.resolve(
+        "encoder_num_position_embeddings",
+        checkpoint=_src(pos[0] if pos else _UNSET, "encoder.siglip.embeddings.position_embedding.weight rows"),
+        default=_TOKENIZER_DEFAULTS["encoder_num_position_embeddings"],
+    )
+    for name, width, table in (
+        ("encoder_num_heads", values["encoder_hidden_size"], _AUTHORS_ENCODER_WIDTH_HEADS),
+        ("decoder_num_heads", values["decoder_hidden_size"], _AUTHORS_DECODER_WIDTH_HEADS),
+    ):
+        if name in overrides or width in table:
+            values[name] = r.resolve(name, default=table.get(width, _UNSET))
+        else:
+            r.errors.append(
+                f"`{name}` cannot be read from weights and the width {width} is not the authors' "
+                f"({sorted(table)}); pass it in `tokenizer_overrides`, e.g. '{{\"{name}\": 16}}'"
+            )
+    align = _yaml_get(cfg, "model.vq_model.clip_align_layer_id")
+    values["distill_layer_index"] = r.resolve(
+        "distill_layer_index", yaml=_src(align, "YAML model.vq_model.clip_align_layer_id"), default=2
+    )
+    projector = sh("decoder.clip_projector.0.weight")  # the training-only distillation MLP, when the file has it
+    values["distill_projector_hidden_size"] = r.resolve(
+        "distill_projector_hidden_size",
+        checkpoint=_src(projector[0] if projector else _UNSET, "decoder.clip_projector.0.weight rows"),
+        default=2048,
+    )
+    for name in sorted(set(overrides) - set(values)):
+        values[name] = r.resolve(name)
+    r.raise_errors()
+    return values
