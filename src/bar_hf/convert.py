@@ -227,19 +227,13 @@ def convert_to_pipeline(
         `BARPipeline`: the converted pipeline (float32, CPU).
     """
     from .pipeline_bar import BARPipeline
-    from .scheduling_bar import BARBitScheduler
 
-    if preset is not None and preset not in BAR_PRESETS:
-        raise ValueError(f"`preset` must be one of {sorted(BAR_PRESETS)}, got {preset!r}.")
-    if push_to_hub and output_dir is None:
-        raise ValueError("`push_to_hub` needs an `output_dir` to save the pipeline into before uploading.")
-    absent = [
-        str(path)
-        for path in (generator_checkpoint, tokenizer_checkpoint, generator_config, tokenizer_config)
-        if isinstance(path, (str, Path)) and not Path(path).is_file()
-    ]
-    if absent:
-        raise FileNotFoundError(f"input files not found: {', '.join(absent)}")
+    _check_pipeline_inputs(
+        preset,
+        push_to_hub,
+        output_dir,
+        (generator_checkpoint, tokenizer_checkpoint, generator_config, tokenizer_config),
+    )
     generator_yaml = load_authors_yaml(generator_config)
     vqvae, tok_report = convert_tokenizer(
         tokenizer_checkpoint,
@@ -257,6 +251,47 @@ def convert_to_pipeline(
         overrides=generator_overrides,
         return_report=True,
     )
+    _check_generator_yaml_against_tokenizer(generator_yaml, vqvae, tokenizer_checkpoint)
+    detected = detect_preset(transformer.config)
+    if preset is None and detected is not None:
+        logger.info("detected preset %s from the checkpoint's architecture", detected)
+    sampling_preset = preset or detected
+    settings, sampling_source = _sampling_settings(sampling_preset, generator_yaml, sampling_overrides)
+    scheduler = _scheduler_from_settings(settings, transformer.config.bits_per_step)
+    if id2label is None and transformer.config.num_classes == 1000:
+        id2label = imagenet_id2label()
+    pipeline_kwargs = {key: settings[key] for key in ("guidance_scale", "guidance_schedule") if key in settings}
+    pipe = BARPipeline(vqvae=vqvae, transformer=transformer, scheduler=scheduler, id2label=id2label, **pipeline_kwargs)
+    if output_dir is not None:
+        info = {
+            "generator_checkpoint": str(generator_checkpoint)
+            if isinstance(generator_checkpoint, (str, Path))
+            else "<state dict>",
+            "tokenizer_checkpoint": str(tokenizer_checkpoint)
+            if isinstance(tokenizer_checkpoint, (str, Path))
+            else "<state dict>",
+            "preset": sampling_preset,
+            "sampling": settings,
+            "sampling_source": sampling_source,
+            "generator": gen_report.to_dict(),
+            "tokenizer": tok_report.to_dict(),
+        }
+        _save_pipeline(pipe, Path(output_dir), info, push_to_hub, private)
+    return pipe
+
+
+def _check_pipeline_inputs(preset: str | None, push_to_hub: str | None, output_dir: Any, paths: tuple) -> None:
+    if preset is not None and preset not in BAR_PRESETS:
+        raise ValueError(f"`preset` must be one of {sorted(BAR_PRESETS)}, got {preset!r}.")
+    if push_to_hub and output_dir is None:
+        raise ValueError("`push_to_hub` needs an `output_dir` to save the pipeline into before uploading.")
+    absent = [str(path) for path in paths if isinstance(path, (str, Path)) and not Path(path).is_file()]
+    if absent:
+        raise FileNotFoundError(f"input files not found: {', '.join(absent)}")
+
+
+def _check_generator_yaml_against_tokenizer(generator_yaml: Mapping, vqvae, tokenizer_checkpoint: Any) -> None:
+    """The generator YAML's crop size must be the tokenizer's image size; a different tokenizer file name warns."""
     crop = _yaml_get(generator_yaml, "dataset.preprocessing.crop_size")
     sample_size = vqvae.config.sample_size
     image_size = list(sample_size) if isinstance(sample_size, (list, tuple)) else [sample_size] * 2
@@ -274,52 +309,34 @@ def convert_to_pipeline(
                 Path(str(yaml_tokenizer)).name,
                 Path(tokenizer_checkpoint).name,
             )
-    detected = detect_preset(transformer.config)
-    if preset is None and detected is not None:
-        logger.info("detected preset %s from the checkpoint's architecture", detected)
-    sampling_preset = preset or detected
-    settings, sampling_source = _sampling_settings(sampling_preset, generator_yaml, sampling_overrides)
+
+
+def _scheduler_from_settings(settings: Mapping[str, Any], bits_per_step: int):
+    from .scheduling_bar import BARBitScheduler
+
     scheduler_kwargs = {
         key: settings[key] for key in ("temperature", "tokens_allocation", "num_inference_steps") if key in settings
     }
     if "tokens_allocation" in scheduler_kwargs:
         scheduler_kwargs["tokens_allocation"] = [int(v) for v in scheduler_kwargs["tokens_allocation"]]
         scheduler_kwargs.setdefault("num_inference_steps", len(scheduler_kwargs["tokens_allocation"]))
-    scheduler = BARBitScheduler(bits_per_token=transformer.config.bits_per_step, **scheduler_kwargs)
-    if id2label is None and transformer.config.num_classes == 1000:
-        id2label = imagenet_id2label()
-    pipeline_kwargs = {key: settings[key] for key in ("guidance_scale", "guidance_schedule") if key in settings}
-    pipe = BARPipeline(vqvae=vqvae, transformer=transformer, scheduler=scheduler, id2label=id2label, **pipeline_kwargs)
-    if output_dir is not None:
-        output_dir = Path(output_dir)
-        pipe.save_pretrained(output_dir)
-        info = {
-            "generator_checkpoint": str(generator_checkpoint)
-            if isinstance(generator_checkpoint, (str, Path))
-            else "<state dict>",
-            "tokenizer_checkpoint": str(tokenizer_checkpoint)
-            if isinstance(tokenizer_checkpoint, (str, Path))
-            else "<state dict>",
-            "preset": sampling_preset,
-            "sampling": settings,
-            "sampling_source": sampling_source,
-            "generator": gen_report.to_dict(),
-            "tokenizer": tok_report.to_dict(),
-        }
-        with open(output_dir / "conversion_info.json", "w", encoding="utf-8") as handle:
-            json.dump(info, handle, indent=2)
-            handle.write("\n")
-        with open(output_dir / "README.md", "w", encoding="utf-8") as handle:
-            handle.write(_model_card(info))
-        if push_to_hub:
-            from huggingface_hub import HfApi
+    return BARBitScheduler(bits_per_token=bits_per_step, **scheduler_kwargs)
 
-            api = HfApi()
-            api.create_repo(push_to_hub, exist_ok=True, private=private, repo_type="model")
-            api.upload_folder(
-                repo_id=push_to_hub, folder_path=str(output_dir), commit_message="Convert BAR checkpoints"
-            )
-    return pipe
+
+def _save_pipeline(pipe, output_dir: Path, info: dict, push_to_hub: str | None, private: bool | None) -> None:
+    """`save_pretrained` plus `conversion_info.json` and a `README.md` model card; optionally upload the folder."""
+    pipe.save_pretrained(output_dir)
+    with open(output_dir / "conversion_info.json", "w", encoding="utf-8") as handle:
+        json.dump(info, handle, indent=2)
+        handle.write("\n")
+    with open(output_dir / "README.md", "w", encoding="utf-8") as handle:
+        handle.write(_model_card(info))
+    if push_to_hub:
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+        api.create_repo(push_to_hub, exist_ok=True, private=private, repo_type="model")
+        api.upload_folder(repo_id=push_to_hub, folder_path=str(output_dir), commit_message="Convert BAR checkpoints")
 
 
 # ---------------------------------------------------------------------------------------------------- CLI

@@ -116,6 +116,24 @@ def convert_generator(
     model.model.rope_cos.copy_(cos)
     model.model.rope_sin.copy_(sin)
     report = ConversionReport(config=config.to_dict())
+    _verify_rope_tables(state_dict, cos, sin, config, report)
+    loaded = {ours: state_dict[theirs] for theirs, ours in mapping.items()}
+    report.source_dtypes = sorted({str(value.dtype).replace("torch.", "") for value in loaded.values()})
+    model.load_state_dict(loaded, strict=True)  # complete by construction (check_generator_state_dict)
+    report.loaded = len(loaded)
+    model.eval()
+    return (model, report) if return_report else model
+
+
+def _verify_rope_tables(
+    state_dict: Mapping[str, torch.Tensor],
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    config: BARConfig,
+    report: ConversionReport,
+) -> None:
+    """Compare every stored `blocks.i.attn.rope.freqs_{cos,sin}` with the recomputed table (atol 1e-5); the verified
+    buffers are recorded in `report` as dropped (the model computes its own)."""
     bad_rope = []
     for key, value in state_dict.items():
         match = _ROPE_KEY.match(key)
@@ -134,12 +152,6 @@ def convert_generator(
             f"{_ROPE_ATOL}: {_short(bad_rope)}. The checkpoint was trained with a different RoPE; pass the right "
             "`rope_theta`/grid in `generator_overrides` or check the files."
         )
-    loaded = {ours: state_dict[theirs] for theirs, ours in mapping.items()}
-    report.source_dtypes = sorted({str(value.dtype).replace("torch.", "") for value in loaded.values()})
-    model.load_state_dict(loaded, strict=True)  # complete by construction (check_generator_state_dict)
-    report.loaded = len(loaded)
-    model.eval()
-    return (model, report) if return_report else model
 
 
 def generator_to_authors_state_dict(
@@ -244,19 +256,7 @@ def convert_tokenizer(
     except ValueError as error:
         raise ValueError(f"the inferred tokenizer config is invalid ({error}); resolved values: {kwargs}") from error
     mapping, dropped, missing_allowed = check_tokenizer_state_dict(state_dict, meta_model, allow_missing=allow_missing)
-    if missing_allowed:
-        model = BARVQModel(**kwargs)  # initialized: the missing encoder keeps deterministic-seeded random weights
-        logger.warning(
-            "tokenizer checkpoint lacks %d encoder-side tensors (%s); they keep random weights: the converted "
-            "tokenizer decodes correctly but its `encode` is meaningless.",
-            len(missing_allowed),
-            _short(missing_allowed, 5),
-        )
-    else:
-        from transformers.initialization import no_init_weights
-
-        with no_init_weights():
-            model = BARVQModel(**kwargs)
+    model = _new_tokenizer(kwargs, missing_allowed)
     loaded = {ours: state_dict[theirs] for theirs, ours in mapping.items()}
     result = model.load_state_dict(loaded, strict=not missing_allowed)
     ours_of = {tokenizer_key_to_authors(key): key for key in model.state_dict()}
@@ -278,6 +278,23 @@ def convert_tokenizer(
             f"{len(missing_allowed)} encoder-side tensors were absent and keep random weights: encode() is not usable"
         )
     return (model, report) if return_report else model
+
+
+def _new_tokenizer(kwargs: Mapping[str, Any], missing_allowed: list[str]) -> BARVQModel:
+    """A `BARVQModel` to load into: initialized only when some (encoder-side) tensors will stay unloaded."""
+    if missing_allowed:
+        model = BARVQModel(**kwargs)  # initialized: the missing encoder keeps deterministic-seeded random weights
+        logger.warning(
+            "tokenizer checkpoint lacks %d encoder-side tensors (%s); they keep random weights: the converted "
+            "tokenizer decodes correctly but its `encode` is meaningless.",
+            len(missing_allowed),
+            _short(missing_allowed, 5),
+        )
+        return model
+    from transformers.initialization import no_init_weights
+
+    with no_init_weights():
+        return BARVQModel(**kwargs)
 
 
 def tokenizer_to_authors_state_dict(model: BARVQModel) -> dict[str, torch.Tensor]:

@@ -219,6 +219,22 @@ def compute_metrics(
             reference_images, reference_stats_cache, feature_extractor, batch_size, device, progress=progress
         )
 
+    _check_same_source(gen_stats, ref_stats)
+    result: dict[str, Any] = {"fid": frechet_distance(gen_stats.mu, gen_stats.sigma, ref_stats.mu, ref_stats.sigma)}
+    result.update(_inception_score_result(logits, is_split_size, generated_images is None, feature_extractor))
+    result.update(_precision_recall_result(gen_stats, ref_stats, k, compute_precision_recall, device))
+    result.update(
+        precision_recall_k=k,
+        num_generated=gen_stats.num_samples,
+        num_reference=ref_stats.num_samples,
+        feature_source=gen_stats.source,
+        reference_feature_source=ref_stats.source,
+    )
+    return result
+
+
+def _check_same_source(gen_stats: ReferenceStatistics, ref_stats: ReferenceStatistics) -> None:
+    """Refuse features of different extractors; warn (at the caller of `compute_metrics`) when unrecorded."""
     if _same_source(gen_stats.source, ref_stats.source) is False:
         raise ValueError(
             f"generated and reference features come from different feature extractors ({gen_stats.source} vs "
@@ -228,25 +244,31 @@ def compute_metrics(
         warnings.warn(
             "reference statistics carry no feature-source record (e.g. an ADM reference batch computed with the TF "
             "Inception graph); FID against them is only comparable if the same network and preprocessing were used",
-            stacklevel=2,
+            stacklevel=3,
         )
 
-    result: dict[str, Any] = {"fid": frechet_distance(gen_stats.mu, gen_stats.sigma, ref_stats.mu, ref_stats.sigma)}
+
+def _inception_score_result(
+    logits: Any, is_split_size: int, from_stats: bool, feature_extractor: FeatureExtractor | None
+) -> dict[str, Any]:
     if logits is not None:
         is_mean, is_std = inception_score(logits, is_split_size)
-        result.update(inception_score=is_mean, inception_score_std=is_std, inception_score_unavailable_reason=None)
+        return dict(inception_score=is_mean, inception_score_std=is_std, inception_score_unavailable_reason=None)
+    if from_stats:
+        reason = "generated statistics carry no classifier logits; pass generated images instead"
     else:
-        if generated_images is None:
-            reason = "generated statistics carry no classifier logits; pass generated images instead"
-        else:
-            reason = getattr(feature_extractor, "logits_unavailable_reason", None) or (
-                "the feature extractor returned no logits"
-            )
-        result.update(inception_score=None, inception_score_std=None, inception_score_unavailable_reason=reason)
+        reason = getattr(feature_extractor, "logits_unavailable_reason", None) or (
+            "the feature extractor returned no logits"
+        )
+    return dict(inception_score=None, inception_score_std=None, inception_score_unavailable_reason=reason)
 
+
+def _precision_recall_result(
+    gen_stats: ReferenceStatistics, ref_stats: ReferenceStatistics, k: int, enabled: bool, device: str | torch.device
+) -> dict[str, Any]:
     precision = recall = None
     pr_reason = None
-    if not compute_precision_recall:
+    if not enabled:
         pr_reason = "disabled (compute_precision_recall=False)"
     elif gen_stats.features is None or ref_stats.features is None:
         side = "reference" if ref_stats.features is None else "generated"
@@ -255,14 +277,4 @@ def compute_metrics(
         pr_reason = f"precision/recall need at least k + 1 = {k + 1} samples per side"
     else:
         precision, recall = precision_recall(ref_stats.features, gen_stats.features, k=k, device=device)
-    result.update(
-        precision=precision,
-        recall=recall,
-        precision_recall_unavailable_reason=pr_reason,
-        precision_recall_k=k,
-        num_generated=gen_stats.num_samples,
-        num_reference=ref_stats.num_samples,
-        feature_source=gen_stats.source,
-        reference_feature_source=ref_stats.source,
-    )
-    return result
+    return dict(precision=precision, recall=recall, precision_recall_unavailable_reason=pr_reason)
