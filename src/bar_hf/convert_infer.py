@@ -6,9 +6,10 @@ with them (one error lists every disagreement, naming the field and every value)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -49,6 +50,17 @@ _GENERATOR_CORE_KEYS = (
     "lm_head.transformer.0.mlp.w12.weight",
     "lm_head.t_embedder.W",
 )
+
+
+class _GeneratorFiles(NamedTuple):
+    """What the generator sizes are read from: tensors (`shape` of the core keys), YAML and preset accessors."""
+
+    state_dict: Mapping[str, torch.Tensor]
+    cfg: Mapping
+    shape: dict[str, tuple[int, ...]]
+    ypath: Callable[[str], Any]
+    pval: Callable[[str], Any]
+    has_generator_yaml: bool
 
 
 def infer_generator_config(
@@ -101,9 +113,33 @@ def infer_generator_config(
 
     has_generator_yaml = isinstance(_yaml_get(cfg, "model.generator"), Mapping)
     r = _Resolver("generator", overrides)
+    files = _GeneratorFiles(state_dict, cfg, shape, ypath, pval, has_generator_yaml)
+    values: dict[str, Any] = {}
+    _resolve_generator_backbone(r, values, files)
+    _resolve_generator_classes(r, values, files)
+    bits_per_step = _resolve_generator_grid(r, values, files, num_bits, latent_size)
+    _resolve_generator_tables(r, values, files)
+    _resolve_generator_head(r, values, files)
+    for name in sorted(set(overrides) - set(values)):
+        values[name] = r.resolve(name, preset=pval(name))
+    r.raise_errors()
+    try:
+        config = BARConfig(**values)
+    except ValueError as error:
+        raise ValueError(f"the inferred generator config is invalid ({error}); resolved values: {values}") from error
+    if config.bits_per_step != bits_per_step:
+        raise ValueError(
+            f"generator head predicts k = {bits_per_step} bits per step, but num_bits {config.num_bits} × patch_size² "
+            f"{config.patch_size**2} = {config.bits_per_step}."
+        )
+    return config
+
+
+def _resolve_generator_backbone(r: _Resolver, values: dict[str, Any], files: _GeneratorFiles) -> None:
+    """Width, depth, attention heads and MLP size of the backbone."""
+    state_dict, shape, ypath, pval = files.state_dict, files.shape, files.ypath, files.pval
     hidden = shape["embeddings.weight"][1]
     head_dim = shape["blocks.0.attn.q_norm.weight"][0]
-    values: dict[str, Any] = {}
     values["hidden_size"] = r.resolve(
         "hidden_size",
         checkpoint=(hidden, f"embeddings.weight {list(shape['embeddings.weight'])}"),
@@ -130,6 +166,17 @@ def infer_generator_config(
             f"blocks.0.mlp.w12.weight {list(shape['blocks.0.mlp.w12.weight'])} / 2",
         ),
         preset=pval("intermediate_size"),
+    )
+
+
+def _resolve_generator_classes(r: _Resolver, values: dict[str, Any], files: _GeneratorFiles) -> None:
+    """Dropout, number of classes, class-label dropout; binary targets only."""
+    cfg, shape, ypath, pval, has_generator_yaml = (
+        files.cfg,
+        files.shape,
+        files.ypath,
+        files.pval,
+        files.has_generator_yaml,
     )
     yaml_dropout = _yaml_get(cfg, "model.generator.dropout")
     if yaml_dropout is _UNSET and has_generator_yaml:
@@ -162,6 +209,16 @@ def infer_generator_config(
             f"model.generator.target_codebook_size={target_codebook!r}"
         )
 
+
+def _resolve_generator_grid(
+    r: _Resolver,
+    values: dict[str, Any],
+    files: _GeneratorFiles,
+    num_bits: int | None,
+    latent_size: tuple[int, int] | None,
+) -> int:
+    """Bits per token, latent grid and patch size (tokenizer > YAML > preset > overrides); returns k."""
+    cfg, shape, pval, has_generator_yaml = files.cfg, files.shape, files.pval, files.has_generator_yaml
     # bits per token and latent grid: tokenizer > YAML > preset > overrides
     yaml_bits = _yaml_token_size(cfg, r.errors)
     values["num_bits"] = r.resolve(
@@ -203,6 +260,12 @@ def infer_generator_config(
         yaml=_src(yaml_patch, "YAML model.generator.patch_size (default 1)"),
         preset=pval("patch_size"),
     )
+    return bits_per_step
+
+
+def _resolve_generator_tables(r: _Resolver, values: dict[str, Any], files: _GeneratorFiles) -> None:
+    """Position / slot table sizes and the number of class tokens."""
+    state_dict, shape, ypath, pval = files.state_dict, files.shape, files.ypath, files.pval
     values["position_embedding_size"] = r.resolve(
         "position_embedding_size",
         checkpoint=(shape["pos_embed"][1], f"pos_embed {list(shape['pos_embed'])}"),
@@ -232,6 +295,11 @@ def infer_generator_config(
         preset=pval("num_class_tokens"),
         default=32,
     )
+
+
+def _resolve_generator_head(r: _Resolver, values: dict[str, Any], files: _GeneratorFiles) -> None:
+    """The MBM head: type, width, depth, MLP and Fourier sizes."""
+    state_dict, shape, ypath, pval = files.state_dict, files.shape, files.ypath, files.pval
     values["head_type"] = r.resolve("head_type", default="mbm")
     if values["head_type"] != "mbm":
         r.errors.append(f"`head_type` must be 'mbm' for the authors' checkpoints, got {values['head_type']!r}")
@@ -262,19 +330,27 @@ def infer_generator_config(
         checkpoint=(shape["lm_head.t_embedder.W"][0], f"lm_head.t_embedder.W {list(shape['lm_head.t_embedder.W'])}"),
         preset=pval("head_fourier_size"),
     )
-    for name in sorted(set(overrides) - set(values)):
-        values[name] = r.resolve(name, preset=pval(name))
-    r.raise_errors()
-    try:
-        config = BARConfig(**values)
-    except ValueError as error:
-        raise ValueError(f"the inferred generator config is invalid ({error}); resolved values: {values}") from error
-    if config.bits_per_step != bits_per_step:
-        raise ValueError(
-            f"generator head predicts k = {bits_per_step} bits per step, but num_bits {config.num_bits} × patch_size² "
-            f"{config.patch_size**2} = {config.bits_per_step}."
-        )
-    return config
+
+
+#: Tokenizer keys every authors' BAR-FSQ file must have (sizes are read from them).
+_TOKENIZER_CORE_KEYS = (
+    "quantize.out_proj.weight",
+    "decoder.positional_embedding",
+    "decoder.ffn.0.weight",
+    "decoder.conv_out.weight",
+    "decoder.transformer.0.mlp.fc1.weight",
+)
+#: Encoder-side keys the sizes are read from (optional with `allow_missing=True`).
+_TOKENIZER_ENCODER_KEYS = (
+    "quantize.in_proj.weight",
+    "encoder.siglip.embeddings.patch_embedding.weight",
+    "encoder.siglip.embeddings.position_embedding.weight",
+    "encoder.trainable_encoder.layers.0.mlp.fc1.weight",
+)
+
+
+def _shape_or_none(state_dict: Mapping[str, torch.Tensor], key: str) -> tuple[int, ...] | None:
+    return tuple(state_dict[key].shape) if key in state_dict else None
 
 
 def infer_tokenizer_config(
@@ -299,21 +375,8 @@ def infer_tokenizer_config(
     """
     overrides = _validate_overrides("tokenizer", overrides, _init_parameters(BARVQModel))
     cfg = load_authors_yaml(yaml_config)
-    need = [
-        "quantize.out_proj.weight",
-        "decoder.positional_embedding",
-        "decoder.ffn.0.weight",
-        "decoder.conv_out.weight",
-        "decoder.transformer.0.mlp.fc1.weight",
-    ]
-    encoder_need = [
-        "quantize.in_proj.weight",
-        "encoder.siglip.embeddings.patch_embedding.weight",
-        "encoder.siglip.embeddings.position_embedding.weight",
-        "encoder.trainable_encoder.layers.0.mlp.fc1.weight",
-    ]
-    missing = [key for key in need if key not in state_dict]
-    missing_encoder = [key for key in encoder_need if key not in state_dict]
+    missing = [key for key in _TOKENIZER_CORE_KEYS if key not in state_dict]
+    missing_encoder = [key for key in _TOKENIZER_ENCODER_KEYS if key not in state_dict]
     if missing or (missing_encoder and not allow_missing):
         raise ValueError(
             "cannot infer the tokenizer architecture: the checkpoint lacks "
@@ -321,12 +384,21 @@ def infer_tokenizer_config(
             f"{len(state_dict)} keys, e.g. {_short(list(state_dict)[:5])})."
             + ("" if missing else " The encoder keys are optional only with `allow_missing=True`.")
         )
-
-    def sh(key: str) -> tuple[int, ...] | None:
-        return tuple(state_dict[key].shape) if key in state_dict else None
-
     r = _Resolver("tokenizer", overrides)
     values: dict[str, Any] = {}
+    _resolve_tokenizer_decoder(r, values, state_dict, cfg)
+    _resolve_tokenizer_grid(r, values, state_dict, cfg)
+    _resolve_tokenizer_encoder(r, values, state_dict, cfg)
+    _resolve_tokenizer_heads_and_distillation(r, values, state_dict, cfg)
+    for name in sorted(set(overrides) - set(values)):
+        values[name] = r.resolve(name)
+    r.raise_errors()
+    return values
+
+
+def _resolve_tokenizer_decoder(r: _Resolver, values: dict[str, Any], state_dict: Mapping, cfg: Mapping) -> None:
+    """Bits per token, decoder width/depth/MLP, output channels and patch size."""
+    sh = partial(_shape_or_none, state_dict)
     out_proj = sh("quantize.out_proj.weight")
     in_proj = sh("quantize.in_proj.weight")
     yaml_bits = _yaml_token_size(cfg, r.errors)
@@ -372,11 +444,16 @@ def infer_tokenizer_config(
         checkpoint=_src(patch, f"sqrt(decoder.ffn.0 rows {ffn[0]} / out_channels {values['out_channels']})"),
         yaml=_src(_yaml_get(cfg, "model.vq_model.vit_dec_patch_size"), "YAML model.vq_model.vit_dec_patch_size"),
     )
+
+
+def _resolve_tokenizer_grid(r: _Resolver, values: dict[str, Any], state_dict: Mapping, cfg: Mapping) -> None:
+    """The image size from the decoder's position table (or the YAML crop size)."""
+    sh = partial(_shape_or_none, state_dict)
     positions = sh("decoder.positional_embedding")
     num_tokens = positions[0] - 1
     side = _perfect_square_root(num_tokens)
     grid_sample = side * values["patch_size"] if side and values["patch_size"] else _UNSET
-    if side is None and "sample_size" not in overrides:
+    if side is None and "sample_size" not in r.overrides:
         r.errors.append(
             f"the latent grid is not square (decoder.positional_embedding {list(positions)} → {num_tokens} tokens); "
             "pass `sample_size` as [height, width] in `tokenizer_overrides`"
@@ -387,6 +464,12 @@ def infer_tokenizer_config(
         checkpoint=_src(grid_sample, f"sqrt(decoder.positional_embedding rows {positions[0]} - 1) × patch_size"),
         yaml=_src(crop, "YAML dataset.preprocessing.crop_size"),
     )
+
+
+def _resolve_tokenizer_encoder(r: _Resolver, values: dict[str, Any], state_dict: Mapping, cfg: Mapping) -> None:
+    """Encoder sizes (the authors' defaults for what an encoder-less file lacks)."""
+    sh = partial(_shape_or_none, state_dict)
+    in_proj = sh("quantize.in_proj.weight")
     # encoder (optional with allow_missing: the authors' sizes are used)
     patch_embed = sh("encoder.siglip.embeddings.patch_embedding.weight")
     encoder_width = in_proj[1] if in_proj is not None else (patch_embed[0] if patch_embed else _UNSET)
@@ -433,11 +516,18 @@ def infer_tokenizer_config(
         checkpoint=_src(pos[0] if pos else _UNSET, "encoder.siglip.embeddings.position_embedding.weight rows"),
         default=_TOKENIZER_DEFAULTS["encoder_num_position_embeddings"],
     )
+
+
+def _resolve_tokenizer_heads_and_distillation(
+    r: _Resolver, values: dict[str, Any], state_dict: Mapping, cfg: Mapping
+) -> None:
+    """Attention heads (not in the weights) and distillation sizes."""
+    sh = partial(_shape_or_none, state_dict)
     for name, width, table in (
         ("encoder_num_heads", values["encoder_hidden_size"], _AUTHORS_ENCODER_WIDTH_HEADS),
         ("decoder_num_heads", values["decoder_hidden_size"], _AUTHORS_DECODER_WIDTH_HEADS),
     ):
-        if name in overrides or width in table:
+        if name in r.overrides or width in table:
             values[name] = r.resolve(name, default=table.get(width, _UNSET))
         else:
             r.errors.append(
@@ -454,7 +544,3 @@ def infer_tokenizer_config(
         checkpoint=_src(projector[0] if projector else _UNSET, "decoder.clip_projector.0.weight rows"),
         default=2048,
     )
-    for name in sorted(set(overrides) - set(values)):
-        values[name] = r.resolve(name)
-    r.raise_errors()
-    return values
