@@ -19,9 +19,9 @@ testable. [`convert_to_pipeline`] assembles a `BARPipeline` with the authors' ev
 (BAR_METHOD §4.5) and ImageNet-1k class names and saves (and optionally pushes) it.
 
 The implementation is split along the data flow: [`bar_hf.convert_keys`] (loading, key maps, report),
-[`bar_hf.convert_resolve`] and [`bar_hf.convert_infer`] (size inference and cross-checks), [`bar_hf.convert_models`]
-(key/shape checks, RoPE verification, loading, inverse maps); this module holds the pipeline assembly and the CLI and
-re-exports the public names.
+[`bar_hf.convert_resolve`], [`bar_hf.convert_infer`] (generator) and [`bar_hf.convert_infer_tokenizer`] (size
+inference and cross-checks), [`bar_hf.convert_models`] (key/shape checks, RoPE verification, loading, inverse
+maps); this module holds the pipeline assembly and the CLI and re-exports the public names.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ from typing import Any
 import torch
 
 from .configuration_bar import BAR_PRESETS, BAR_SAMPLING_DEFAULTS, BARConfig
-from .convert_infer import infer_generator_config, infer_tokenizer_config
+from .convert_infer import infer_generator_config
+from .convert_infer_tokenizer import infer_tokenizer_config
 from .convert_keys import (
     _UNSET,
     AUTHORS_KEY_PREFIXES,

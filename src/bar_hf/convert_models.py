@@ -14,7 +14,8 @@ from typing import Any
 import torch
 
 from .configuration_bar import BARConfig
-from .convert_infer import infer_generator_config, infer_tokenizer_config
+from .convert_infer import infer_generator_config
+from .convert_infer_tokenizer import infer_tokenizer_config
 from .convert_keys import (
     _ROPE_ATOL,
     _ROPE_KEY,
