@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from bar_hf import BARVQModel
-from bar_hf.evaluation import compute_metrics, compute_reference_statistics
+from bar_hf.evaluation import ReferenceStatistics, compute_metrics, compute_reference_statistics
 from bar_hf.training_utils import FASHION_MNIST_DIR, read_fashion_mnist
 
 
@@ -52,7 +52,11 @@ def to_uint8_rgb(images: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def reconstruction_metrics(vq: BARVQModel, images: torch.Tensor, batch_size: int, stats_cache=None) -> dict:
+def reconstruction_metrics(vq: BARVQModel, images: torch.Tensor, batch_size: int, reference, feature_extractor=None) -> dict:
+    """MSE, PSNR, rFID and distinct tokens of `vq`'s reconstructions of `images` (`(N, C, H, W)` in [-1, 1]).
+
+    `reference`: the originals' statistics (`ReferenceStatistics`), or an `.npz` cache path (or None) in which they are
+    computed from `images` once. `feature_extractor`: as `bar_hf.evaluation.compute_metrics` (default Inception)."""
     reconstructions, tokens = [], []
     for start in range(0, len(images), batch_size):
         bits = vq.encode_to_bits(images[start : start + batch_size])
@@ -61,8 +65,11 @@ def reconstruction_metrics(vq: BARVQModel, images: torch.Tensor, batch_size: int
     reconstructed = torch.cat(reconstructions)
     mse = (reconstructed - images).pow(2).mean().item()
     used = torch.unique(torch.cat(tokens), dim=0).shape[0]
-    reference = compute_reference_statistics(to_uint8_rgb(images), stats_cache)
-    fid = compute_metrics(generated_images=to_uint8_rgb(reconstructed), reference_stats=reference)
+    if not isinstance(reference, ReferenceStatistics):
+        reference = compute_reference_statistics(to_uint8_rgb(images), reference, feature_extractor)
+    fid = compute_metrics(
+        generated_images=to_uint8_rgb(reconstructed), reference_stats=reference, feature_extractor=feature_extractor
+    )
     return {
         "num_images": len(images),
         "mse": mse,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import math
 import os
 import statistics
 import sys
@@ -18,11 +17,11 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from evaluate_tokenizer import reconstruction_metrics, to_uint8_rgb  # noqa: E402
 from head_study_heads import generator_config  # noqa: E402
 from sweep_plots import image_grid  # noqa: E402
 
 import bar_hf  # noqa: E402
-from bar_hf.bits import bits_to_ids  # noqa: E402
 from bar_hf.evaluation import compute_metrics  # noqa: E402
 from bar_hf.training_utils import image_to_tensor, read_fashion_mnist  # noqa: E402
 
@@ -198,32 +197,16 @@ def real_test_images(n: int, size: int, root: str) -> tuple[torch.Tensor, np.nda
     return tensors, to_uint8_rgb(tensors)
 
 
-def to_uint8_rgb(images: torch.Tensor) -> np.ndarray:
-    """`(n, 1, H, W)` in [-1, 1] → uint8 `(n, H, W, 3)`."""
-    array = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return array.expand(-1, 3, -1, -1).permute(0, 2, 3, 1).numpy()
-
-
 @torch.no_grad()
 def evaluate_tokenizer(args, bits: int, root: Path, train_stats: dict, references) -> dict:
     vq = bar_hf.BARVQModel.from_pretrained(root / "tokenizers" / f"k{bits}" / "vqvae").eval()
     real, _ = real_test_images(args.num_samples, args.image_size, args.fashion_mnist_dir)
-    recon, ids = [], []
-    for start in range(0, len(real), 250):
-        batch = real[start : start + 250]
-        bits_out = vq.encode_to_bits(batch)
-        recon.append(vq.decode_bits(bits_out).sample)
-        ids.append(bits_to_ids(bits_out.long()).flatten())
-    recon = torch.cat(recon).clamp(-1, 1)
-    mse = float(((recon - real) ** 2).mean())
-    metrics = compute_metrics(
-        generated_images=to_uint8_rgb(recon), reference_stats=references["main"], feature_extractor=references["fx"],
-    )  # fmt: skip
+    metrics = reconstruction_metrics(vq, real, 250, references["main"], references["fx"])
     params = sum(p.numel() for p in vq.parameters())
     return {
         "cell": f"tokenizer-k{bits}", "bits": bits, "params": params, "num_images": len(real),
-        "psnr_db": 10 * math.log10(4.0 / mse), "mse": mse, "rfid": metrics["fid"],
-        "distinct_tokens": int(torch.unique(torch.cat(ids)).numel()), "codebook_size": 2**bits,
+        "psnr_db": metrics["psnr_db"], "mse": metrics["mse"], "rfid": metrics["rfid"],
+        "distinct_tokens": metrics["tokens_used"], "codebook_size": 2**bits,
         "train": train_stats, "feature_source": metrics["feature_source"],
     }  # fmt: skip
 
