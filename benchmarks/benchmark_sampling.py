@@ -42,8 +42,9 @@ NEW_SRC = os.path.join(os.path.dirname(HERE), "src")
 
 
 # ---------------------------------------------------------------------------------------------------- worker side
-def bare_loop(pipe, labels, generator):
-    """The pipeline's model calls without the pipeline (labels resolved, CFG weights, head loop, decode)."""
+def bare_loop(pipe, labels, generator, output_type="latent"):
+    """The pipeline's model calls without the pipeline (labels resolved, CFG weights, head loop; decode unless
+    `output_type == "latent"`)."""
     from bar_hf.bits import MASK_BIT, unpatchify_bits
     from bar_hf.sampling_bar import BARSamplingState
 
@@ -65,7 +66,37 @@ def bare_loop(pipe, labels, generator):
         if i < config.num_ar_steps - 1:
             conditions = state.step(torch.cat([states, states])[:, None])
     latent = unpatchify_bits(bits, (config.latent_height, config.latent_width), config.patch_size)
-    return pipe.vqvae.decode_bits(latent).sample
+    return latent if output_type == "latent" else pipe.vqvae.decode_bits(latent).sample
+
+
+def gemm_rate(rows: int, shapes: list[tuple[int, int]], repeats: int = 20) -> float:
+    """GFLOP/s of `F.linear` on `(rows, K) @ (K, N)` for each `(K, N)` in `shapes` (float32): the rate the BLAS
+    reaches on the generation's own GEMM shapes, an upper bound for a GEMM-bound generation on this machine."""
+    weights = [torch.randn(n, k) for k, n in shapes]
+    inputs = [torch.randn(rows, k) for k, _ in shapes]
+    flops = sum(2 * rows * k * n for k, n in shapes) * repeats
+    for x, w in zip(inputs, weights):
+        torch.nn.functional.linear(x, w)  # warm-up
+    wall, _ = timed(
+        lambda: [torch.nn.functional.linear(x, w) for _ in range(repeats) for x, w in zip(inputs, weights)]
+    )
+    return flops / wall / 1e9
+
+
+def head_gemm_shapes(config) -> list[tuple[int, int]]:
+    """(K, N) of the MBM head's GEMMs per head step (AdaLN, SwiGLU in/out per block; final AdaLN; in/out proj)."""
+    W, inter, k = config.head_hidden_size, config.head_intermediate_size, config.bits_per_step
+    block = [(W, 3 * W), (W, 2 * inter), (inter, W)]
+    return [(k * config.head_bit_embedding_size, W)] + block * config.head_num_layers + [(W, 2 * W), (W, 2 * k)]
+
+
+def executed_flops(pipe, labels) -> int:
+    """FLOPs (`FlopCounterMode`: matrix products and attention) the pipeline executes for one latent generation."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        pipe(labels, temperature=0.0, output_type="latent")
+    return counter.get_total_flops()
 
 
 def kv_vs_recompute(shape: str, batch: int, steps: int | None) -> dict:
@@ -116,17 +147,26 @@ class Worker:
         if variant == "kv-vs-recompute":
             return kv_vs_recompute(shape, batch, command.get("steps"))
         pipe = self.pipe(shape, variant)
-        labels = [i % pipe.transformer.config.num_classes for i in range(batch)]
+        config = pipe.transformer.config
+        labels = [i % config.num_classes for i in range(batch)]
         generator = torch.Generator(device=self.device).manual_seed(0)
         cache = "static" if variant == "eager-static" else "dynamic"
+        output_type = command.get("output_type", "latent")
+        if variant == "ceiling":  # executed FLOPs per image and the BLAS rate on the head's GEMM shapes
+            rate = gemm_rate(2 * batch, head_gemm_shapes(config)) if self.device == "cpu" else None
+            return {"flops_per_image": executed_flops(pipe, labels) / batch, "gemm_gflops": rate}
         if command.get("latents"):  # temperature-0 latents for the bit-identity check
             images = pipe(labels, temperature=0.0, output_type="latent", cache_implementation=cache).images
             return {"latents": images.cpu().flatten().tolist()}
-        if variant == "bare-loop":
+        if variant == "decode":  # the tokenizer decode alone (identical in every variant and code version)
+            bits = torch.randint(0, 2, (batch, config.latent_height * config.latent_width, config.num_bits))
             with torch.no_grad():
-                wall, cpu = timed(lambda: bare_loop(pipe, labels, generator), self.device)
+                wall, cpu = timed(lambda: pipe.vqvae.decode_bits(bits.to(self.device)), self.device)
+        elif variant == "bare-loop":
+            with torch.no_grad():
+                wall, cpu = timed(lambda: bare_loop(pipe, labels, generator, output_type), self.device)
         else:
-            call = lambda: pipe(labels, generator=generator, output_type="pt", cache_implementation=cache)  # noqa: E731
+            call = lambda: pipe(labels, generator=generator, output_type=output_type, cache_implementation=cache)  # noqa: E731
             wall, cpu = timed(call, self.device)
         return {"wall": wall, "cpu": cpu}
 
@@ -164,11 +204,73 @@ class WorkerProcess:
         self.process.wait()
 
 
-def main() -> None:
+def check_identity(workers, plan, shape, batch, reference_key) -> list[dict]:
+    """Temperature-0 latents of every float32 variant compared with the reference variant's."""
+    latents, entries = {}, []
+    for who, variant in plan:
+        if "bf16" not in variant and variant not in ("bare-loop", "decode"):
+            latents[(who, variant)] = workers[who].run(shape=shape, variant=variant, batch=batch, latents=True)
+    for (who, variant), got in latents.items():
+        identical = got["latents"] == latents[reference_key]["latents"]
+        entries.append(
+            {"shape": shape, "batch": batch, "variant": f"{who}/{variant}", "reference": "/".join(reference_key),
+             "identical": identical}
+        )  # fmt: skip
+        print(json.dumps(entries[-1]), flush=True)
+    return entries
+
+
+def time_interleaved(workers, plan, shape, batch, args) -> list[dict]:
+    """Warm-up + repeats of every (code, variant), round-robin so drift and noise hit all alike."""
+    times = {key: [] for key in plan}
+    for repeat in range(args.warmup + args.repeats):
+        for who, variant in plan:
+            result = workers[who].run(shape=shape, variant=variant, batch=batch, output_type=args.output_type)
+            if repeat >= args.warmup:
+                times[(who, variant)].append(result)
+    results = []
+    for (who, variant), runs in times.items():
+        results.append(
+            {
+                "shape": shape,
+                "batch": batch,
+                "code": who,
+                "variant": variant,
+                "images_per_s": summarize([batch / r["wall"] for r in runs]),
+                "cpu_s_per_image": summarize([r["cpu"] / batch for r in runs]),
+            }
+        )
+        print(json.dumps(results[-1]), flush=True)
+    return results
+
+
+def kv_report(worker, args) -> dict:
+    steps = 64 if args.quick else None
+    kv = [worker.run(shape=args.kv_shape, variant="kv-vs-recompute", batch=args.kv_batch, steps=steps) for _ in "ab"]
+    cached, recompute = min(k["cached"][0] for k in kv), min(k["recompute"][0] for k in kv)
+    return {
+        "shape": args.kv_shape,
+        "batch": args.kv_batch,
+        "steps": kv[0]["steps"],
+        "cached_s": cached,
+        "recompute_s": recompute,
+        "speedup": recompute / cached,
+    }
+
+
+def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shapes", nargs="+", default=["b4-small"], help="see benchmarks/_common.py SHAPES")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16])
-    parser.add_argument("--variants", nargs="+", default=["eager", "eager-static", "compiled", "bf16", "bare-loop"])
+    parser.add_argument(
+        "--variants", nargs="+", default=["eager", "eager-static", "compiled", "bf16", "bare-loop", "decode"]
+    )
+    parser.add_argument(
+        "--output-type",
+        choices=["latent", "pt"],
+        default="latent",
+        help="latent: time the generation (AR backbone + head + scheduler); pt: also decode in every variant",
+    )
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--baseline-src", default=None, help="`src` folder of the baseline checkout (e.g. main)")
@@ -179,7 +281,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 repeats, batch 16, no bf16/compile, 64 KV steps")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "sampling"))
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     if args.worker:
         return worker_main(args.threads, args.device)
     if args.quick:
@@ -191,56 +297,23 @@ def main() -> None:
     if args.baseline_src:
         workers["baseline"] = WorkerProcess(os.path.abspath(args.baseline_src), args.threads, args.device)
     plan = [("new", v) for v in args.variants] + ([("baseline", "eager")] if args.baseline_src else [])
-    report = {"machine": machine_info(args.device), "command": " ".join(sys.argv), "results": [], "identity": []}
+    reference_key = ("baseline", "eager") if args.baseline_src else ("new", "eager")
+    report = {
+        "machine": machine_info(args.device),
+        "command": " ".join(sys.argv),
+        "output_type": args.output_type,
+        "results": [],
+        "identity": [],
+        "ceiling": [],
+    }
     for shape in args.shapes:
         for batch in args.batch_sizes:
-            latents = {}  # temperature-0 bit identity of every fp32 variant with the baseline (or new/eager)
-            for who, variant in plan:
-                if "bf16" not in variant and variant != "bare-loop":
-                    latents[(who, variant)] = workers[who].run(shape=shape, variant=variant, batch=batch, latents=True)
-            reference_key = ("baseline", "eager") if args.baseline_src else ("new", "eager")
-            for (who, variant), got in latents.items():
-                report["identity"].append(
-                    {
-                        "shape": shape,
-                        "batch": batch,
-                        "variant": f"{who}/{variant}",
-                        "reference": "/".join(reference_key),
-                        "identical": got["latents"] == latents[reference_key]["latents"],
-                    }
-                )
-                print(json.dumps(report["identity"][-1]), flush=True)
-            times = {key: [] for key in plan}
-            for repeat in range(args.warmup + args.repeats):
-                for who, variant in plan:  # interleaved round-robin
-                    result = workers[who].run(shape=shape, variant=variant, batch=batch)
-                    if repeat >= args.warmup:
-                        times[(who, variant)].append(result)
-            for (who, variant), results in times.items():
-                report["results"].append(
-                    {
-                        "shape": shape,
-                        "batch": batch,
-                        "code": who,
-                        "variant": variant,
-                        "images_per_s": summarize([batch / r["wall"] for r in results]),
-                        "cpu_s_per_image": summarize([r["cpu"] / batch for r in results]),
-                    }
-                )
-                print(json.dumps(report["results"][-1]), flush=True)
+            report["identity"] += check_identity(workers, plan, shape, batch, reference_key)
+            report["results"] += time_interleaved(workers, plan, shape, batch, args)
+            ceiling = workers["new"].run(shape=shape, variant="ceiling", batch=batch)
+            report["ceiling"].append({"shape": shape, "batch": batch, **ceiling})
     if args.kv_shape:
-        steps = 64 if args.quick else None
-        kv = [workers["new"].run(shape=args.kv_shape, variant="kv-vs-recompute", batch=args.kv_batch, steps=steps)]
-        kv += [workers["new"].run(shape=args.kv_shape, variant="kv-vs-recompute", batch=args.kv_batch, steps=steps)]
-        cached, recompute = min(k["cached"][0] for k in kv), min(k["recompute"][0] for k in kv)
-        report["kv_vs_recompute"] = {
-            "shape": args.kv_shape,
-            "batch": args.kv_batch,
-            "steps": kv[0]["steps"],
-            "cached_s": cached,
-            "recompute_s": recompute,
-            "speedup": recompute / cached,
-        }
+        report["kv_vs_recompute"] = kv_report(workers["new"], args)
     for worker in workers.values():
         worker.close()
     write_outputs(args.out, report, to_markdown(report))
@@ -261,7 +334,7 @@ def to_markdown(report: dict) -> str:
                 f"{r['code']}/{r['variant']}",
                 f"{ips['median']:.3g} ({ips['min']:.3g}–{ips['max']:.3g})",
                 f"{cpu['median']:.3g}",
-                f"{ips['median'] / base:.2f}×" if base else "–",
+                f"{ips['median'] / base:.2f}×" if base and r["variant"] != "decode" else "–",
                 f"{ips['median'] / pipe_eager - 1:+.1%}" if r["variant"] == "bare-loop" and pipe_eager else "",
             ]
         )
@@ -290,6 +363,7 @@ def to_markdown(report: dict) -> str:
             f"- temperature-0 latents of {entry['shape']} batch {entry['batch']} {entry['variant']} "
             f"{'identical to' if entry['identical'] else '**differ from**'} {entry['reference']}"
         )
+    text += ceiling_notes(report, index)
     kv = report.get("kv_vs_recompute")
     if kv:
         text += [
@@ -299,6 +373,33 @@ def to_markdown(report: dict) -> str:
             f"**{kv['speedup']:.1f}×**",
         ]
     return "\n".join(text)
+
+
+def ceiling_notes(report: dict, index: dict) -> list[str]:
+    """Per (shape, batch): end-to-end images/s with the decode, and the generation's executed GFLOP/s against the
+    BLAS rate on the head's GEMM shapes."""
+    text = [""]
+    for c in report.get("ceiling", []):
+        key = (c["shape"], c["batch"])
+        eager, base = index.get((*key, "new", "eager")), index.get((*key, "baseline", "eager"))
+        decode = index.get((*key, "new", "decode"))
+        prefix = f"- {c['shape']} batch {c['batch']}:"
+        if eager and report.get("output_type") == "latent" and decode:
+            e2e = {who: 1 / (1 / ips + 1 / decode) for who, ips in (("new", eager), ("baseline", base)) if ips}
+            line = f"{prefix} with the decode ({decode:.3g} img/s alone), end to end new/eager {e2e['new']:.3g} img/s"
+            if "baseline" in e2e:
+                line += f" vs baseline {e2e['baseline']:.3g} img/s ({e2e['new'] / e2e['baseline']:.2f}×)"
+            text.append(line)
+        if eager:
+            achieved = eager * c["flops_per_image"] / 1e9
+            line = f"{prefix} new/eager executes {c['flops_per_image'] / 1e9:.3g} GFLOP/image = {achieved:.3g} GFLOP/s"
+            if c.get("gemm_gflops"):
+                line += (
+                    f", {achieved / c['gemm_gflops']:.0%} of the {c['gemm_gflops']:.3g} GFLOP/s the BLAS reaches on the "
+                    "head's GEMM shapes alone"
+                )
+            text.append(line)
+    return text
 
 
 if __name__ == "__main__":
