@@ -279,6 +279,7 @@ def parse_args():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="3 repeats, batch 16, no bf16/compile, 64 KV steps")
+    parser.add_argument("--peak-tflops", type=float, default=None, help="the chip's peak (dense) for the FLOP ceiling")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "sampling"))
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -302,6 +303,7 @@ def main() -> None:
         "machine": machine_info(args.device),
         "command": " ".join(sys.argv),
         "output_type": args.output_type,
+        "peak_tflops": args.peak_tflops,
         "results": [],
         "identity": [],
         "ceiling": [],
@@ -376,29 +378,28 @@ def to_markdown(report: dict) -> str:
 
 
 def ceiling_notes(report: dict, index: dict) -> list[str]:
-    """Per (shape, batch): end-to-end images/s with the decode, and the generation's executed GFLOP/s against the
-    BLAS rate on the head's GEMM shapes."""
-    text = [""]
+    """Per (shape, batch) and generation variant of the new code: executed GFLOP/s, as a fraction of the BLAS rate on
+    the head's GEMM shapes (CPU) and of the chip's peak (`--peak-tflops`), and end-to-end images/s with the decode."""
+    text, peak = [""], report.get("peak_tflops")
+    latent = report.get("output_type") == "latent"
     for c in report.get("ceiling", []):
-        key = (c["shape"], c["batch"])
-        eager, base = index.get((*key, "new", "eager")), index.get((*key, "baseline", "eager"))
+        key, gemm = (c["shape"], c["batch"]), c.get("gemm_gflops")
         decode = index.get((*key, "new", "decode"))
-        prefix = f"- {c['shape']} batch {c['batch']}:"
-        if eager and report.get("output_type") == "latent" and decode:
-            e2e = {who: 1 / (1 / ips + 1 / decode) for who, ips in (("new", eager), ("baseline", base)) if ips}
-            line = f"{prefix} with the decode ({decode:.3g} img/s alone), end to end new/eager {e2e['new']:.3g} img/s"
-            if "baseline" in e2e:
-                line += f" vs baseline {e2e['baseline']:.3g} img/s ({e2e['new'] / e2e['baseline']:.2f}×)"
-            text.append(line)
-        if eager:
-            achieved = eager * c["flops_per_image"] / 1e9
-            line = f"{prefix} new/eager executes {c['flops_per_image'] / 1e9:.3g} GFLOP/image = {achieved:.3g} GFLOP/s"
-            if c.get("gemm_gflops"):
-                line += (
-                    f", {achieved / c['gemm_gflops']:.0%} of the {c['gemm_gflops']:.3g} GFLOP/s the BLAS reaches on the "
-                    "head's GEMM shapes alone"
-                )
-            text.append(line)
+        prefix = f"- {c['shape']} batch {c['batch']}"
+        head = f"{prefix}: executed {c['flops_per_image'] / 1e9:.3g} GFLOP/image (`FlopCounterMode`, new/eager)"
+        text.append(head + (f"; the tokenizer decode alone {decode:.3g} img/s" if decode else ""))
+        for (shape, batch, code, variant), ips in index.items():
+            if (shape, batch) != key or variant in ("decode", "bare-loop") or (code, variant) == ("new", "decode"):
+                continue
+            achieved = ips * c["flops_per_image"] / 1e9
+            parts = [f"{achieved:.3g} GFLOP/s"]
+            if gemm:
+                parts.append(f"{achieved / gemm:.0%} of the BLAS rate on the head's GEMM shapes ({gemm:.3g} GFLOP/s)")
+            if peak:
+                parts.append(f"{achieved / (peak * 1e3):.1%} of the chip's {peak:g} TFLOP/s")
+            if latent and decode:
+                parts.append(f"end to end with the decode {1 / (1 / ips + 1 / decode):.3g} img/s")
+            text.append(f"{prefix} {code}/{variant}: " + ", ".join(parts))
     return text
 
 
