@@ -52,7 +52,9 @@ def to_uint8_rgb(images: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def reconstruction_metrics(vq: BARVQModel, images: torch.Tensor, batch_size: int, reference, feature_extractor=None) -> dict:
+def reconstruction_metrics(
+    vq: BARVQModel, images: torch.Tensor, batch_size: int, reference, feature_extractor=None
+) -> dict:
     """MSE, PSNR, rFID and distinct tokens of `vq`'s reconstructions of `images` (`(N, C, H, W)` in [-1, 1]).
 
     `reference`: the originals' statistics (`ReferenceStatistics`), or an `.npz` cache path (or None) in which they are
