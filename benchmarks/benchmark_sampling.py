@@ -71,7 +71,8 @@ def bare_loop(pipe, labels, generator, output_type="latent"):
 
 def gemm_rate(rows: int, shapes: list[tuple[int, int]], repeats: int = 20) -> float:
     """GFLOP/s of `F.linear` on `(rows, K) @ (K, N)` for each `(K, N)` in `shapes` (float32): the rate the BLAS
-    reaches on the generation's own GEMM shapes, an upper bound for a GEMM-bound generation on this machine."""
+    reaches on the head's own GEMM shapes: a ceiling for fp32 generation where those GEMMs dominate (batch >= ~16);
+    not one at tiny `rows` (the prefill's larger GEMMs run faster) nor for bf16."""
     weights = [torch.randn(n, k) for k, n in shapes]
     inputs = [torch.randn(rows, k) for k, _ in shapes]
     flops = sum(2 * rows * k * n for k, n in shapes) * repeats
