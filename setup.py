@@ -10,7 +10,7 @@ setup(
     package_dir={"": "src"},
     packages=find_packages("src"),
     include_package_data=True,
-    package_data={"bar_hf": ["data/*.json", "bundled/**/*", "metrics/**/*.py"]},
+    package_data={"bar_hf": ["data/*.json", "bundled/**/*", "evaluation/bar_fid/*.py"]},
     python_requires=">=3.11",
     install_requires=[
         "torch>=2.9,<2.14",

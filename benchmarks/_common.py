@@ -11,7 +11,7 @@ import time
 
 import torch
 
-#: benchmark shapes: (preset, overrides). "b4-small" is the BAR-B/4-shaped model of issue 12's profile.
+#: benchmark shapes: (preset, overrides). "b4-small" is the BAR-B/4-shaped model used for the speed profile.
 SHAPES = {
     "b4-small": ("bar-b-4", dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, head_hidden_size=1024)),
     "bar-b-4": ("bar-b-4", {}),

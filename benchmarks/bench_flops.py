@@ -32,8 +32,8 @@ def count_generation(shape: str, batch: int, dtype: torch.dtype = torch.bfloat16
     """FLOPs of one generation of `batch` images (CFG on, the preset's head steps), per component."""
     from bar_hf import BAR_SAMPLING_DEFAULTS, BARBitScheduler, BARForCausalImageModeling
     from bar_hf.bits import MASK_BIT
-    from bar_hf.pipeline_bar import guidance_weight
-    from bar_hf.sampling_bar import BARSamplingState
+    from bar_hf.pipelines.pipeline_bar import guidance_weight
+    from bar_hf.pipelines.sampling import SamplingState
 
     config = build_config(shape)
     preset = SHAPES[shape][0]
@@ -60,7 +60,7 @@ def count_generation(shape: str, batch: int, dtype: torch.dtype = torch.bfloat16
     # step instead (same numbers, much slower).
     counts = {"backbone": 0, "head": 0, "scheduler": 0}
     with torch.no_grad():
-        state = BARSamplingState(transformer, ids, static=False)
+        state = SamplingState(transformer, ids, static=False)
         state.exact_modulations = False  # per step; the data-dependent exactness check cannot run on meta tensors
         conditions, counts["backbone"] = flops(state.prefill)
         for i in range(N) if full else range(min(2, N)):

@@ -66,7 +66,7 @@ def measure(head_type: str, k: int, args, device: str, dtype: torch.dtype) -> di
         states = torch.full((args.tokens, k), MASK_BIT, device=device)
         for t in scheduler.timesteps:
             ratio = torch.full((rows,), scheduler.mask_ratio(t), device=device)
-            logits = model.head_logits(torch.cat([states, states]), ratio, conditions, validate_inputs=False).float()
+            logits = model.head_logits(torch.cat([states, states]), ratio, conditions).float()
             cond, uncond = logits.chunk(2)
             states = scheduler.step(uncond + 3.0 * (cond - uncond), t, states).prev_sample
         return states

@@ -45,24 +45,20 @@ NEW_SRC = os.path.join(os.path.dirname(HERE), "src")
 def bare_loop(pipe, labels, generator, output_type="latent"):
     """The pipeline's model calls without the pipeline (labels resolved, CFG weights, head loop; decode unless
     `output_type == "latent"`)."""
-    from bar_hf.bits import MASK_BIT, unpatchify_bits
-    from bar_hf.sampling_bar import BARSamplingState
+    from bar_hf.bits import unpatchify_bits
+    from bar_hf.pipelines.sampling import SamplingState, sample_token
 
     config, scheduler = pipe.transformer.config, pipe.scheduler
     scheduler.set_timesteps()
     g = pipe.config.guidance_scale
     ids = torch.tensor(labels)
     ids = torch.cat([ids, torch.full_like(ids, config.null_class_id)])
-    state = BARSamplingState(pipe.transformer, ids, static=False)
+    state = SamplingState(pipe.transformer, ids)
     conditions = state.prefill()
     bits = torch.empty(len(labels), config.num_ar_steps, config.bits_per_step, dtype=torch.long)
     for i in range(config.num_ar_steps):
         weight = 1 + (g - 1) * i / config.num_ar_steps
-        states = torch.full((len(labels), config.bits_per_step), MASK_BIT)
-        for index, t in enumerate(scheduler.timesteps):
-            logits = state.head_logits(states, index, scheduler.mask_ratio(t), conditions, weight, True)
-            states = scheduler.step(logits, t, states, generator=generator).prev_sample
-        bits[:, i] = states
+        bits[:, i] = states = sample_token(state, scheduler, conditions, weight, True, generator)
         if i < config.num_ar_steps - 1:
             conditions = state.step(torch.cat([states, states])[:, None])
     latent = unpatchify_bits(bits, (config.latent_height, config.latent_width), config.patch_size)
@@ -102,7 +98,7 @@ def executed_flops(pipe, labels) -> int:
 
 def kv_vs_recompute(shape: str, batch: int, steps: int | None) -> dict:
     """Backbone-only AR loop: KV cache (one token per step) vs full recompute (whole prefix per step)."""
-    from bar_hf.sampling_bar import BARSamplingState
+    from bar_hf.pipelines.sampling import SamplingState
 
     pipe = build_pipeline(shape)
     model, config = pipe.transformer, pipe.transformer.config
@@ -112,7 +108,7 @@ def kv_vs_recompute(shape: str, batch: int, steps: int | None) -> dict:
 
     @torch.no_grad()
     def cached():  # the pipeline's path: preallocated KV cache, one token per step
-        state = BARSamplingState(model, ids, static=False)
+        state = SamplingState(model, ids, static=False)
         state.prefill()
         for i in range(steps - 1):
             state.step(bits[:, i : i + 1])
@@ -120,7 +116,7 @@ def kv_vs_recompute(shape: str, batch: int, steps: int | None) -> dict:
     @torch.no_grad()
     def recompute():
         for i in range(steps):
-            model.compute_conditions(bits[:, :i], ids, validate_inputs=False)
+            model.compute_conditions(bits[:, :i], ids)
 
     return {"cached": timed(cached), "recompute": timed(recompute), "steps": steps}
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one prepared GPU check of issue 12: BAR-B and BAR-B/4 (random weights, the authors' shapes) at batch 125,
+# The one prepared GPU check: BAR-B and BAR-B/4 (random weights, the authors' shapes) at batch 125,
 # bf16, eager and compiled (`mode="reduce-overhead"`: CUDA graphs), generation images/s, the tokenizer decode
 # separately, and the fraction of the chip's FLOP ceiling. About 5-8 minutes on one H200 (compilation included).
 #

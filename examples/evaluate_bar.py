@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import sample_bar  # noqa: E402
 
-from bar_hf.evaluation import compute_metrics  # noqa: E402
-from bar_hf.training_utils import load_image_dataset  # noqa: E402
+from bar_hf.evaluation.metrics import compute_metrics  # noqa: E402
+from bar_hf.training.data import load_image_dataset  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fashion_mnist_classifier import load_classifier  # noqa: E402
 
 from bar_hf import BARVQModel  # noqa: E402
-from bar_hf.evaluation import ReferenceStatistics, compute_metrics, compute_reference_statistics  # noqa: E402
-from bar_hf.training_utils import FASHION_MNIST_DIR, read_fashion_mnist  # noqa: E402
+from bar_hf.evaluation.metrics import ReferenceStatistics, compute_metrics, compute_reference_statistics  # noqa: E402
+from bar_hf.training.data import FASHION_MNIST_DIR, read_fashion_mnist  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -19,7 +19,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from bar_hf.training_utils import FASHION_MNIST_CLASSES, image_to_tensor, read_fashion_mnist
+from bar_hf.training.data import FASHION_MNIST_CLASSES, image_to_tensor, read_fashion_mnist
 
 
 class SmallCNN(nn.Module):

@@ -41,7 +41,8 @@ from head_study_cells import (  # noqa: E402
 from head_study_heads import plan_heads  # noqa: E402
 from head_study_report import write_report  # noqa: E402
 
-from bar_hf.training_utils import AT_LEAST_1, BETA, FASHION_MNIST_DIR, POSITIVE, check_flags  # noqa: E402
+from bar_hf.training.data import FASHION_MNIST_DIR  # noqa: E402
+from bar_hf.training.utils import AT_LEAST_1, BETA, POSITIVE, check_flags  # noqa: E402
 
 HEADS = ("mbm", "bitwise", "linear")
 CLASSIFIER = HERE.parent / "tests" / "data" / "fmnist_classifier.safetensors"
@@ -143,11 +144,11 @@ def load_references(args: argparse.Namespace, root: Path) -> dict:
     """Real test-image statistics (cached in the study folder) for the FID features and the classifier features."""
     from fashion_mnist_classifier import load_classifier
 
-    from bar_hf.evaluation import compute_reference_statistics
+    from bar_hf.evaluation.metrics import compute_reference_statistics
 
     classifier = load_classifier(args.classifier)
     if args.features == "inception":
-        from bar_hf.evaluation import load_inception_feature_extractor
+        from bar_hf.evaluation.metrics import load_inception_feature_extractor
 
         extractor = load_inception_feature_extractor()
     else:

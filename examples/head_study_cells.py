@@ -22,8 +22,8 @@ from head_study_heads import generator_config  # noqa: E402
 from sweep_plots import image_grid  # noqa: E402
 
 import bar_hf  # noqa: E402
-from bar_hf.evaluation import compute_metrics  # noqa: E402
-from bar_hf.training_utils import image_to_tensor, read_fashion_mnist  # noqa: E402
+from bar_hf.evaluation.metrics import compute_metrics  # noqa: E402
+from bar_hf.training.data import image_to_tensor, read_fashion_mnist  # noqa: E402
 
 #: Test hook: when set, `BAR_HF_SIGKILL_AT_STEP` reaches only the training of the cell with this name.
 FAULT_CELL_VARIABLE = "BAR_HF_HEAD_STUDY_FAULT_CELL"
@@ -136,7 +136,7 @@ def prepare_train_data(args, root: Path) -> Path:
     import datasets
     from PIL import Image
 
-    from bar_hf.training_utils import FASHION_MNIST_CLASSES
+    from bar_hf.training.data import FASHION_MNIST_CLASSES
 
     path = root / "data" / f"fashion_mnist_train_{args.train_images}"
     if not (path / "dataset_info.json").exists():

@@ -12,7 +12,7 @@ import math
 import torch
 
 from bar_hf import BARConfig
-from bar_hf.heads_bar import _HEADS
+from bar_hf.models.heads import HEAD_CLASSES
 
 MIN_HEAD_WIDTH = 16
 #: Candidate head widths searched when matching parameter counts.
@@ -36,7 +36,7 @@ def head_parameters(config_kwargs: dict) -> int:
     """Exact parameter count of the head + `latent_condition_proj`, built on the meta device (no memory used)."""
     config = BARConfig(**config_kwargs)
     with torch.device("meta"):
-        head = _HEADS[config.head_type](config)
+        head = HEAD_CLASSES[config.head_type](config)
     projection = config.hidden_size * config.head_hidden_size + config.head_hidden_size
     return sum(p.numel() for p in head.parameters()) + projection
 

@@ -32,7 +32,7 @@ from scheduler_sweep import CLASSIFIER, dummy_features, tiny_pipeline  # noqa: E
 
 import bar_hf  # noqa: E402
 from bar_hf.cli import make_grid  # noqa: E402
-from bar_hf.evaluation import compute_metrics, compute_reference_statistics  # noqa: E402
+from bar_hf.evaluation.metrics import compute_metrics, compute_reference_statistics  # noqa: E402
 from bar_hf.masks import make_mask  # noqa: E402
 
 MASKS = ("center", "bottom_half", "random_box")
@@ -86,7 +86,7 @@ def test_images(args, size: int, count: int, offset: int = 0) -> tuple[torch.Ten
         return torch.rand(count, 1, size, size, generator=generator), [i % 10 for i in range(offset, offset + count)]
     from PIL import Image
 
-    from bar_hf.training_utils import read_fashion_mnist
+    from bar_hf.training.data import read_fashion_mnist
 
     images, labels = read_fashion_mnist("test")
     chosen = range(offset, offset + count)
@@ -252,7 +252,7 @@ def main(args: argparse.Namespace) -> dict:
     if args.quick:
         bar, features = tiny_pipeline(), dummy_features
     else:
-        from bar_hf.evaluation import load_inception_feature_extractor
+        from bar_hf.evaluation.metrics import load_inception_feature_extractor
 
         bar = bar_hf.BARPipeline.from_pretrained(args.model or bar_hf.bundled_model_path())
         features = load_inception_feature_extractor(device=args.device)

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Encode an image dataset once with a `BARVQModel`: every image and its horizontal flip become packed bit tensors
-stored as a `datasets` dataset (Arrow), as the authors' pretokenized ImageNet (BAR_METHOD §7).
+stored as a `datasets` dataset (Arrow), as the authors' pretokenized ImageNet (docs/method.md §7).
 
     accelerate launch examples/pretokenize.py --vqvae_model_name_or_path runs/vq/vqvae \
         --dataset_name fashion_mnist_local --output_dir runs/tokens
@@ -29,18 +29,9 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from bar_hf import BARVQModel
-from bar_hf.training_utils import (
-    AT_LEAST_1,
-    FASHION_MNIST_DIR,
-    check_columns,
-    check_flags,
-    dummy_image_dataset,
-    fault_point,
-    image_to_tensor,
-    load_image_dataset,
-    parse_and_validate,
-    tokenizer_fingerprint,
-)
+from bar_hf.training.checkpoints import fault_point
+from bar_hf.training.data import FASHION_MNIST_DIR, dummy_image_dataset, image_to_tensor, load_image_dataset
+from bar_hf.training.utils import AT_LEAST_1, check_columns, check_flags, parse_and_validate, tokenizer_fingerprint
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

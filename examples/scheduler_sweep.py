@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sweep_plots import image_grid, quality_plot  # noqa: E402
 
 import bar_hf  # noqa: E402
-from bar_hf.evaluation import compute_metrics, compute_reference_statistics  # noqa: E402
-from bar_hf.scheduling_bar import MASK_BIT  # noqa: E402
+from bar_hf.evaluation.metrics import compute_metrics, compute_reference_statistics  # noqa: E402
+from bar_hf.schedulers.scheduling_bar import MASK_BIT  # noqa: E402
 
 CLASSIFIER = Path(__file__).resolve().parents[1] / "tests" / "data" / "fmnist_classifier.safetensors"
 ADAPTIVE_THRESHOLDS = (0.6, 0.8, 0.9, 0.95, 0.98, 0.995)
@@ -145,7 +145,7 @@ def reference_images(args: argparse.Namespace, size: int) -> np.ndarray:
 
     if args.quick:
         return np.random.default_rng(0).integers(0, 256, (args.num_reference, size, size, 3), dtype=np.uint8)
-    from bar_hf.training_utils import read_fashion_mnist
+    from bar_hf.training.data import read_fashion_mnist
 
     images, _ = read_fashion_mnist("test")
     out = [np.asarray(Image.fromarray(x).resize((size, size), Image.BICUBIC).convert("RGB")) for x in images]
@@ -352,7 +352,7 @@ def main(args: argparse.Namespace) -> dict:
     if args.quick:
         pipe, feature_extractor = tiny_pipeline(), dummy_features
     else:
-        from bar_hf.evaluation import load_inception_feature_extractor
+        from bar_hf.evaluation.metrics import load_inception_feature_extractor
 
         pipe = bar_hf.BARPipeline.from_pretrained(args.model or bar_hf.bundled_model_path())
         feature_extractor = load_inception_feature_extractor()

@@ -6,7 +6,7 @@
         --output_dir runs/bar --max_train_steps 5000
 
 Data: a folder written by `pretokenize.py` (each sample picks its stored tokens or their flip with probability 0.5)
-or images tokenized on the fly (`--dataset_name`/`--train_data_dir` + the tokenizer). Recipe of BAR_METHOD §7:
+or images tokenized on the fly (`--dataset_name`/`--train_data_dir` + the tokenizer). Recipe of docs/method.md §7:
 AdamW with the authors' weight-decay exclusion rule, linear warmup + cosine to `--min_learning_rate`, label dropout
 (`class_dropout_prob` in the model config), optional random-order training annealed to raster (§3.7), no EMA.
 """
@@ -24,30 +24,29 @@ import torch
 from tqdm.auto import tqdm
 
 from bar_hf import BARBitScheduler, BARConfig, BARForCausalImageModeling, BARPipeline, BARVQModel
-from bar_hf.lora_bar import add_lora_args, save_lora_output, setup_lora_training
 from bar_hf.masks import kept_first_orders, random_token_masks
-from bar_hf.modeling_bar import order_annealing_ratio, weight_decay_parameter_groups
-from bar_hf.training_utils import (
+from bar_hf.models.modeling_bar import order_annealing_ratio, weight_decay_parameter_groups
+from bar_hf.training.checkpoints import fault_point, resume_training_state, save_training_checkpoint, training_batches
+from bar_hf.training.data import (
+    FASHION_MNIST_DIR,
+    AugmentationState,
+    dummy_image_dataset,
+    image_to_tensor,
+    load_image_dataset,
+)
+from bar_hf.training.lora import add_lora_args, save_lora_output, setup_lora_training
+from bar_hf.training.utils import (
     AT_LEAST_0,
     AT_LEAST_1,
-    FASHION_MNIST_DIR,
     TRAINING_FLAG_RULES,
     UNIT_INTERVAL,
-    AugmentationState,
     check_columns,
     check_flags,
     cosine_with_warmup,
     create_accelerator,
-    dummy_image_dataset,
-    fault_point,
-    image_to_tensor,
-    load_image_dataset,
     parse_and_validate,
     read_json_flag,
-    resume_training_state,
-    save_training_checkpoint,
     tokenizer_fingerprint,
-    training_batches,
     upload_to_hub,
 )
 
@@ -396,7 +395,7 @@ def save_and_push(vq, unwrapped, names, args, output_dir: Path, repo_id: str | N
     pipe.save_pretrained(output_dir / "pipeline")
     accelerator.print(f"saved the pipeline to {output_dir / 'pipeline'}")
     if repo_id is not None:
-        from bar_hf.hub_utils import bar_model_card
+        from bar_hf.pipelines.hub import bar_model_card
 
         bar_model_card(pipe, repo_id).save(str(output_dir / "pipeline" / "README.md"))
         upload_to_hub(repo_id, output_dir / "pipeline", args.hub_token)

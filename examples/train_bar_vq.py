@@ -4,13 +4,13 @@
     accelerate launch examples/train_bar_vq.py --dataset_name fashion_mnist_local \
         --model_config examples/configs/vq_fashion_mnist.json --output_dir runs/vq --max_train_steps 6000
 
-Losses (BAR_METHOD §2.6): `--l1_weight`·L1 + `--l2_weight`·MSE always; `--distill_weight` (SigLIP2 feature
+Losses (docs/method.md §2.6): `--l1_weight`·L1 + `--l2_weight`·MSE always; `--distill_weight` (SigLIP2 feature
 distillation through the decoder's projector) and `--gram_weight` (VGG16 Gram loss) need pretrained networks: they are
 downloaded for online users and fail with an error naming the missing weights offline (never skipped silently).
 `--perceptual_weight` adds the authors' perceptual term `(--lpips_weight·LPIPS + --logit_weight·logit MSE) / (sum of
 the two)` and `--adversarial_weight` the DINO-feature discriminator's hinge GAN term from `--disc_start_step` on, with
 generator and discriminator updates alternating batch by batch (both count as a global step); see
-`bar_hf.vq_losses` and `bar_hf.vq_discriminator`. `--train_decoder_only` freezes the encoder and the quantizer's input
+`bar_hf.training.losses` and `bar_hf.training.discriminator`. `--train_decoder_only` freezes the encoder and the quantizer's input
 projection, so the token mapping stays that of `--pretrained_model_name_or_path` (the authors' `_ft` tokenizers).
 The final model is the EMA copy (decay `--ema_decay`, warm-up `min(decay, (1+s)/(10+s))`, as the authors).
 """
@@ -29,40 +29,39 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from bar_hf import BARVQModel
-from bar_hf.training_utils import (
-    AT_LEAST_0,
-    AT_LEAST_1,
-    BETA,
+from bar_hf.models.vq_model import FSQ_SHIFT
+from bar_hf.training.checkpoints import fault_point, resume_training_state, save_training_checkpoint, training_batches
+from bar_hf.training.data import (
     FASHION_MNIST_DIR,
-    POSITIVE,
-    TRAINING_FLAG_RULES,
-    UNIT_INTERVAL,
     AugmentationState,
-    check_columns,
-    check_flags,
-    cosine_with_warmup,
-    create_accelerator,
     dummy_image_dataset,
-    fault_point,
     image_to_tensor,
     load_image_dataset,
-    parse_and_validate,
     random_crop_flip,
-    read_json_flag,
-    resume_training_state,
-    save_training_checkpoint,
-    training_batches,
-    upload_to_hub,
 )
-from bar_hf.vq_discriminator import (
+from bar_hf.training.discriminator import (
     DINODiscriminator,
     generator_adversarial_loss,
     hinge_discriminator_loss,
     quantize_to_8_bits,
     random_dino_vits8,
 )
-from bar_hf.vq_losses import ClassifierLogitLoss, LPIPSLoss, PerceptualLoss, load_image_classifier
-from bar_hf.vq_model_bar import FSQ_SHIFT
+from bar_hf.training.losses import ClassifierLogitLoss, LPIPSLoss, PerceptualLoss, load_image_classifier
+from bar_hf.training.utils import (
+    AT_LEAST_0,
+    AT_LEAST_1,
+    BETA,
+    POSITIVE,
+    TRAINING_FLAG_RULES,
+    UNIT_INTERVAL,
+    check_columns,
+    check_flags,
+    cosine_with_warmup,
+    create_accelerator,
+    parse_and_validate,
+    read_json_flag,
+    upload_to_hub,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +141,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def add_perceptual_and_adversarial_args(parser: argparse.ArgumentParser) -> None:
-    perc = parser.add_argument_group("perceptual loss (BAR_METHOD §2.6; the authors: 1.1, 1.0, 0.1)")
+    perc = parser.add_argument_group("perceptual loss (docs/method.md §2.6; the authors: 1.1, 1.0, 0.1)")
     perc.add_argument("--perceptual_weight", type=float, default=0.0, help="weight of the combined perceptual term")
     perc.add_argument("--lpips_weight", type=float, default=1.0, help="LPIPS (VGG16) share of the perceptual term")
     perc.add_argument(
@@ -156,7 +155,7 @@ def add_perceptual_and_adversarial_args(parser: argparse.ArgumentParser) -> None
         "(examples/fashion_mnist_classifier.py)",
     )
     perc.add_argument("--logit_image_size", type=int, default=224, help="classifier input size (bicubic+antialias)")
-    adv = parser.add_argument_group("adversarial loss (BAR_METHOD §2.6; the authors: 0.05 from step 100k)")
+    adv = parser.add_argument_group("adversarial loss (docs/method.md §2.6; the authors: 0.05 from step 100k)")
     adv.add_argument("--adversarial_weight", type=float, default=0.0, help="weight of -mean D(x̂) in the G loss")
     adv.add_argument("--disc_start_step", type=int, default=100_000, help="first global step with D and G-adv")
     adv.add_argument(
@@ -412,7 +411,7 @@ def is_discriminator_step(args: argparse.Namespace, step: int) -> bool:
 
 
 def gram_loss(vgg: torch.nn.Module, reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Σ over every module output of VGG16 `features` of mean((G_x̂ − G_x)²), G = F·Fᵀ/(C·H·W) (BAR_METHOD §2.6)."""
+    """Σ over every module output of VGG16 `features` of mean((G_x̂ − G_x)²), G = F·Fᵀ/(C·H·W) (docs/method.md §2.6)."""
     mean = torch.tensor([0.485, 0.456, 0.406], device=target.device)[None, :, None, None]
     std = torch.tensor([0.229, 0.224, 0.225], device=target.device)[None, :, None, None]
 

@@ -22,8 +22,8 @@ import torch
 from PIL import Image, ImageFilter
 
 from bar_hf import evaluation as ev
-from bar_hf.training_utils import FASHION_MNIST_CLASSES as CLASS_NAMES
-from bar_hf.training_utils import FASHION_MNIST_DIR, read_fashion_mnist
+from bar_hf.training.data import FASHION_MNIST_CLASSES as CLASS_NAMES
+from bar_hf.training.data import FASHION_MNIST_DIR, read_fashion_mnist
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -15,7 +15,7 @@ Same code as `bar-hf convert`; see docs/guides/convert.md.
 import argparse
 import sys
 
-from bar_hf.convert import add_convert_arguments, run_convert
+from bar_hf.conversion.convert import add_convert_arguments, run_convert
 
 
 def main(argv: list[str] | None = None) -> int:

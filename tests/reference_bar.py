@@ -1,4 +1,4 @@
-"""An independent, minimal, plain-PyTorch reference of BAR written from the spec text only (BAR_METHOD §2.3-2.4,
+"""An independent, minimal, plain-PyTorch reference of BAR written from the spec text only (docs/method.md §2.3-2.4,
 §3, §4, §8.2-8.3, §10).
 
 It reads state dicts in the AUTHORS' key layout (`cls_token`, `blocks.i.attn.qkv.weight`, `lm_head.transformer.j.*`,

@@ -158,10 +158,10 @@ def pipe():
 
 def count_head_calls(pipe):
     """Record the mask ratio of every head call (rows `[cond; uncond]` under CFG) the pipeline's sampler makes."""
-    from bar_hf.sampling_bar import BARSamplingState
+    from bar_hf.pipelines.sampling import SamplingState
 
     calls = []
-    original = BARSamplingState.head_logits
+    original = SamplingState.head_logits
 
     def wrapped(self, states, step_index, mask_ratio, conditions, weight, guided):
         if isinstance(mask_ratio, torch.Tensor):
@@ -171,8 +171,8 @@ def count_head_calls(pipe):
         calls.append(ratio.detach().clone())
         return original(self, states, step_index, mask_ratio, conditions, weight, guided)
 
-    BARSamplingState.head_logits = wrapped
-    return calls, lambda: setattr(BARSamplingState, "head_logits", original)
+    SamplingState.head_logits = wrapped
+    return calls, lambda: setattr(SamplingState, "head_logits", original)
 
 
 def gens(n, offset=0):

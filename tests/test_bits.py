@@ -47,7 +47,7 @@ def test_bad_inputs():
 
 
 def test_patchify_matches_authors_example():
-    # BAR_METHOD §3.2: p=2 on a 16-wide grid: AR token 0 = latent tokens 0, 1, 16, 17 in that order.
+    # docs/method.md §3.2: p=2 on a 16-wide grid: AR token 0 = latent tokens 0, 1, 16, 17 in that order.
     num_bits = 16
     tokens = torch.arange(256).view(1, 256, 1).expand(1, 256, num_bits)
     ar = patchify_bits(tokens, (16, 16), 2)

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from bar_hf import BARPipeline, bundled_model_path, cli
-from bar_hf.training_utils import FASHION_MNIST_CLASSES
+from bar_hf.training.data import FASHION_MNIST_CLASSES
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSIFIER = Path(__file__).parent / "data" / "fmnist_classifier.safetensors"

@@ -1,4 +1,4 @@
-"""`bar-hf generate` / `convert` misuse gives one `error:` line and exit code 2, never a traceback (issue 11 item 11)."""
+"""`bar-hf generate` / `convert` misuse gives one `error:` line and exit code 2, never a traceback."""
 
 import json
 import os

@@ -1,4 +1,4 @@
-"""Conversion of the authors' checkpoints (BAR_METHOD §8): synthetic authors'-layout files for tiny configs, written
+"""Conversion of the authors' checkpoints (docs/method.md §8): synthetic authors'-layout files for tiny configs, written
 with `torch.save`, converted, checked tensor by tensor and round-tripped; corrupted files are refused; the full-size
 presets accept the exact §8.2 key sets and shapes (meta device)."""
 
@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from bar_hf import BARConfig, BARForCausalImageModeling, BARVQModel
-from bar_hf.convert import (
+from bar_hf.conversion.convert import (
     check_generator_state_dict,
     check_tokenizer_state_dict,
     convert_generator,
@@ -669,9 +669,9 @@ def test_imagenet_class_names():
 
 
 def test_convert_to_pipeline_saves_and_samples(files, tmp_path):
-    pytest.importorskip("bar_hf.pipeline_bar")
-    from bar_hf.convert import convert_to_pipeline
-    from bar_hf.pipeline_bar import BARPipeline
+    pytest.importorskip("bar_hf.pipelines.pipeline_bar")
+    from bar_hf.conversion.convert import convert_to_pipeline
+    from bar_hf.pipelines.pipeline_bar import BARPipeline
 
     gen_path, tok_path = files
     out = tmp_path / "pipe"
@@ -707,7 +707,7 @@ def _load_script():
 
 
 def test_script_converts_with_json_overrides_and_pushes(files, tmp_path, monkeypatch, capsys):
-    pytest.importorskip("bar_hf.pipeline_bar")
+    pytest.importorskip("bar_hf.pipelines.pipeline_bar")
     import huggingface_hub
 
     script = _load_script()
@@ -748,7 +748,7 @@ def test_script_converts_with_json_overrides_and_pushes(files, tmp_path, monkeyp
 
 
 def test_sampling_settings_sources():
-    from bar_hf.convert import _sampling_settings
+    from bar_hf.conversion.convert import _sampling_settings
 
     yaml_cfg = {"model": {"generator": {"guidance_scale": 5.0, "mbm_head": {"randomize_temperature": 1.0}}}}
     settings, source = _sampling_settings("bar-b", yaml_cfg, None)

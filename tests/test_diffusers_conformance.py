@@ -93,7 +93,7 @@ def test_enable_layerwise_casting_on_the_transformers_model():
     dtypes = {name: p.dtype for name, p in transformer.named_parameters()}
     assert dtypes["model.layers.0.mlp.w12.weight"] == torch.float8_e4m3fn
     assert dtypes["model.norm.weight"] == dtypes["model.pos_embed"] == torch.bfloat16
-    low, low_logits = outputs()  # issue 10 item 6: the head crashed (`mat1 and mat2 must have the same dtype`)
+    low, low_logits = outputs()  # the head crashed (`mat1 and mat2 must have the same dtype`)
     assert 0 < (low - reference).abs().mean() < 0.1 * reference.abs().mean()
     assert 0 < (low_logits - reference_logits).abs().mean() < 0.1 * reference_logits.abs().mean()
     with pytest.raises(ValueError, match="storage_dtype"):
@@ -101,7 +101,7 @@ def test_enable_layerwise_casting_on_the_transformers_model():
 
 
 def test_vq_layerwise_casting_encode_regression():
-    """Issue 10 item 5: encode crashed ("Promotion for Float8 Types is not supported") because SigLIP2 reads its
+    """encode crashed ("Promotion for Float8 Types is not supported") because SigLIP2 reads its
     position embedding table directly; now it stays in the compute dtype and the bits match float32."""
     vq = get_dummy_components()["vqvae"]
     images = torch.rand(3, 3, 24, 24, generator=torch.Generator().manual_seed(0)) * 2 - 1

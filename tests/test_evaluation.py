@@ -274,7 +274,7 @@ def test_missing_fid_helper_error_names_install_command(monkeypatch):
 
 
 def test_frechet_distance_clamps_rounding_negatives_to_zero():
-    """Identical sets give exactly 0, not a tiny negative number from rounding (issue 11 item 13)."""
+    """Identical sets give exactly 0, not a tiny negative number from rounding."""
     for seed in range(3):  # rank-deficient covariances (100 samples, 256 dims): about -7e-5 before the clamp
         features = np.random.default_rng(seed).normal(size=(100, 256)) * 3
         mu, sigma = features.mean(0), np.cov(features, rowvar=False)

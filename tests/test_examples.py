@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from bar_hf import BARPipeline, BARVQModel
-from bar_hf.training_utils import read_checkpoint_marker
+from bar_hf.training.checkpoints import read_checkpoint_marker
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -130,7 +130,7 @@ def tokens(workdir, trained_vq):
 def test_pretokenize_round_trip(tokens, trained_vq, workdir):
     import datasets
 
-    from bar_hf.training_utils import image_to_tensor
+    from bar_hf.training.data import image_to_tensor
 
     pretokenize = load_script("pretokenize")
     metadata = json.loads((tokens / "metadata.json").read_text())
@@ -264,7 +264,7 @@ def test_sample_bar_two_processes_resumable(tiny_pipeline, tmp_path):
 
 
 def test_evaluate_bar_report(tiny_pipeline, workdir, tmp_path):
-    from bar_hf.evaluation import FeatureExtractorNotAvailableError, find_inception_weights
+    from bar_hf.evaluation.metrics import FeatureExtractorNotAvailableError, find_inception_weights
 
     try:
         find_inception_weights()

@@ -1,4 +1,4 @@
-"""Randomized argument fuzzing (issue 11): every pipeline call / scheduler operation either succeeds with a valid
+"""Randomized argument fuzzing: every pipeline call / scheduler operation either succeeds with a valid
 output or raises `ValueError` / `TypeError` naming the offending argument. No other exception, no silent garbage.
 
 Derandomized (a fixed seed, no example database) so CI is reproducible; 700 pipeline calls + 2 × 250 scheduler

@@ -31,7 +31,7 @@ sys.path.insert(0, str(EXAMPLES))
 import head_study  # noqa: E402
 from head_study_heads import linear_feasibility, plan_heads  # noqa: E402
 
-from bar_hf.training_utils import FASHION_MNIST_DIR  # noqa: E402
+from bar_hf.training.data import FASHION_MNIST_DIR  # noqa: E402
 
 
 def default_args(**overrides) -> Namespace:
@@ -104,7 +104,7 @@ def _write_idx(path: Path, array: np.ndarray) -> None:
 @pytest.fixture(scope="module")
 def fmnist_dir(tmp_path_factory) -> Path:
     """A small Fashion-MNIST folder: real images when installed, random ones otherwise."""
-    from bar_hf.training_utils import read_fashion_mnist
+    from bar_hf.training.data import read_fashion_mnist
 
     root = tmp_path_factory.mktemp("fmnist")
     rng = np.random.default_rng(0)

@@ -16,7 +16,7 @@ from huggingface_hub import ModelCard, constants, hf_api
 from test_pipeline_bar import get_dummy_components
 
 from bar_hf import BARBitScheduler, BARForCausalImageModeling, BARPipeline, BARVQModel
-from bar_hf.hub_utils import BAR_CARD_TAGS, bar_model_card, push_pipeline_to_hub, write_remote_code_shims
+from bar_hf.pipelines.hub import BAR_CARD_TAGS, bar_model_card, push_pipeline_to_hub, write_remote_code_shims
 
 
 def make_tiny_pipeline() -> BARPipeline:
@@ -130,10 +130,10 @@ def test_remote_code_shims_local_folder(saved, pipe, tmp_path):
     assert set(written) == {
         "pipeline_bar_hf.py",
         "transformer/modeling_bar.py",
-        "vqvae/vq_model_bar.py",
+        "vqvae/vq_model.py",
         "scheduler/scheduling_bar.py",
     }
-    assert "from bar_hf.modeling_bar import BARForCausalImageModeling" in written["transformer/modeling_bar.py"]
+    assert "from bar_hf.models.modeling_bar import BARForCausalImageModeling" in written["transformer/modeling_bar.py"]
     index = json.loads((folder / "model_index.json").read_text())
     assert index["_class_name"] == ["pipeline_bar_hf", "BARPipeline"]
     assert index["transformer"] == ["modeling_bar", "BARForCausalImageModeling"]
@@ -199,7 +199,10 @@ def test_push_pipeline_to_hub_and_round_trip(hub, pipe, reference, tmp_path):
         "vqvae/diffusion_pytorch_model.safetensors",
     } <= set(files)
     assert not any(p.endswith(".py") for p in files)
-    assert json.loads(files["model_index.json"])["transformer"] == ["bar_hf.modeling_bar", "BARForCausalImageModeling"]
+    assert json.loads(files["model_index.json"])["transformer"] == [
+        "bar_hf.models.modeling_bar",
+        "BARForCausalImageModeling",
+    ]
     readme = files["README.md"].decode()
     assert 'BARPipeline.from_pretrained("user/pushed")' in readme and "import bar_hf" in readme
     card = ModelCard(readme)

@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 from test_pipeline_bar import get_dummy_components
 
 from bar_hf import BARPipeline
-from bar_hf.lora_bar import add_lora_adapter, bar_lora_config, lora_layers
+from bar_hf.pipelines.lora import add_lora_adapter, bar_lora_config, lora_layers
 
 peft = pytest.importorskip("peft")
 

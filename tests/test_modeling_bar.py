@@ -4,7 +4,7 @@ from transformers import AutoConfig, AutoModel, DynamicCache
 
 from bar_hf import BARConfig, BARForCausalImageModeling, BARModel
 from bar_hf.bits import patchify_bits
-from bar_hf.modeling_bar import (
+from bar_hf.models.modeling_bar import (
     build_2d_rope_table,
     order_annealing_ratio,
     weight_decay_parameter_groups,
@@ -85,7 +85,7 @@ def test_preset_unknown():
         BARConfig.from_preset("bar-xl")
 
 
-# exact whole-generator and head parameter counts of BAR_METHOD §3.1, instantiated on the meta device
+# exact whole-generator and head parameter counts of docs/method.md §3.1, instantiated on the meta device
 PRESET_COUNTS = {
     "bar-b-4": (415_752_223, 157_358_870),
     "bar-b-2": (415_076_098, 156_572_126),

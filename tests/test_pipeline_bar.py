@@ -11,7 +11,7 @@ from bar_hf import (
     BARVQModel,
 )
 from bar_hf.bits import patchify_bits
-from bar_hf.pipeline_bar import guidance_weight
+from bar_hf.pipelines.pipeline_bar import guidance_weight
 
 
 def get_dummy_components(patch_size=1, num_bits=5):
@@ -124,7 +124,7 @@ def test_cfg_on_off_and_schedule(pipe):
 
 
 def test_cfg_matches_manual_loop(pipe):
-    """The pipeline's loop equals a hand-written BAR_METHOD §4.4 loop (full forward each step, no cache)."""
+    """The pipeline's loop equals a hand-written docs/method.md §4.4 loop (full forward each step, no cache)."""
     config = pipe.transformer.config
     g, labels = 3.0, torch.tensor([1, 3])
     out = pipe([1, 3], guidance_scale=g, temperature=0.0, output_type="latent").images
@@ -248,16 +248,22 @@ def test_bad_inputs(pipe):
         BARPipeline(**components, id2label={9: "nine"})
 
 
-def test_interrupt_returns_partial_tokens(pipe):
+def test_interrupt_keeps_the_output_type(pipe):
     def stop(p, i, t, kwargs):
         if i == 4:
             p._interrupt = True
         return kwargs
 
-    out = pipe([1], generator=gens(1), output_type="np", callback_on_step_end=stop).images
-    assert out.shape == (1, 5, 5)  # 5 AR tokens of k = 5 bits, no image
     full = pipe([1], generator=gens(1), output_type="latent").images
-    assert torch.equal(out[0], full[0, :5])
+    partial = pipe([1], generator=gens(1), output_type="latent", callback_on_step_end=stop).images
+    assert partial.shape == full.shape  # same layout, MASK_BIT where nothing was generated
+    done = patchify_bits(partial, (6, 6), 1)
+    assert torch.equal(done[:, :5], patchify_bits(full, (6, 6), 1)[:, :5]) and (done[:, 5:] == 2).all()
+    images = pipe([1], generator=gens(1), output_type="np", callback_on_step_end=stop).images
+    assert images.shape == (1, 24, 24, 3)  # an image, decoded with the missing tokens as zero bits
+    with torch.no_grad():
+        expected = pipe.vqvae.decode_bits(partial.clamp(max=1)).sample
+    np.testing.assert_allclose(images[0], ((expected[0].permute(1, 2, 0) + 1) / 2).clamp(0, 1).numpy(), atol=1e-6)
 
 
 def test_static_and_dynamic_cache_give_the_same_images(pipe):

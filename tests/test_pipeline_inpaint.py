@@ -9,9 +9,9 @@ from test_pipeline_bar import gens, get_dummy_components, make_pipe
 from bar_hf import BARConfig, BARForCausalImageModeling, BARInpaintPipeline, BARPipeline
 from bar_hf.bits import patchify_bits
 from bar_hf.masks import kept_first_orders, make_mask, overlap_token_mask, random_token_masks, token_mask
-from bar_hf.pipeline_inpaint_bar import default_order
-from bar_hf.pipeline_inpaint_sampling import OrderedSamplingState
-from bar_hf.vq_model_bar import FSQ_SHIFT
+from bar_hf.models.vq_model import FSQ_SHIFT
+from bar_hf.pipelines.pipeline_inpaint import default_order
+from bar_hf.pipelines.sampling import SamplingState
 
 SIZE, GRID = 24, (6, 6)  # tiny models: 24 px images, a 6x6 token grid, 5 bits per token
 
@@ -96,7 +96,7 @@ def test_lockstep_kv_cache_agrees_with_full_recompute(pipe):
         labels = torch.randint(0, config.num_classes + 1, (5,), generator=g)
         full = transformer.model(bits=bits, class_labels=labels, orders=orders).conditions  # (B, N, W)
         start = int((~regenerate).sum(1).min())  # the prefix every row keeps
-        state = OrderedSamplingState(transformer, labels, orders)
+        state = SamplingState(transformer, labels, orders)
         steps = [state.prefill(bits[:, :start])]
         steps += [state.step(bits[:, i : i + 1]) for i in range(start, config.num_ar_steps - 1)]
         torch.testing.assert_close(torch.stack(steps, 1), full[:, start:], atol=2e-5, rtol=1e-4)
@@ -264,18 +264,31 @@ def test_callback_sees_kept_tokens_and_can_interrupt(pipe, inpaint):
             p._interrupt = True
         return kwargs
 
-    out = inpaint(pixels, mask, 1, generator=gens(1), callback_on_step_end=callback, order="raster")
+    out = inpaint(
+        pixels, mask, 1, generator=gens(1), callback_on_step_end=callback, order="raster", output_type="latent"
+    )
     source = encoded(pipe, pixels)
     assert seen[0][:2] == (18, 19)  # the kept top half (3 of 6 token rows) is one teacher-forced prefill
     assert torch.equal(seen[0][2][0, :18], source[0, :18]) and (seen[0][2][0, 19:] == 2).all()
-    assert out.images.shape == (1, 31, 5)  # interrupted: the generation-order tokens so far
+    # interrupted: same layout as a full result, kept and generated tokens as bits, MASK_BIT (2) after slot 30
+    assert out.images.shape == source.shape and torch.equal(out.images[0, :18], source[0, :18])
+    assert ((out.images[0, :31] == 0) | (out.images[0, :31] == 1)).all() and (out.images[0, 31:] == 2).all()
 
-    def bad(p, i, t, kwargs):
+    def flip_kept(p, i, t, kwargs):  # the latents may be edited where tokens exist: a kept token changes
+        if i == 18:
+            kwargs["latents"][:, 0] = 1 - kwargs["latents"][:, 0]
+        return kwargs
+
+    kw = dict(order="raster", output_type="latent")
+    edited = inpaint(pixels, mask, 1, generator=gens(1), callback_on_step_end=flip_kept, **kw).images
+    assert torch.equal(edited[0, 0], 1 - source[0, 0]) and torch.equal(edited[0, 1:18], source[0, 1:18])
+
+    def bad(p, i, t, kwargs):  # ... but never bits where nothing was generated yet
         kwargs["latents"][:] = 0
         return kwargs
 
-    with pytest.raises(ValueError, match="not `latents`"):
-        inpaint(pixels, mask, 1, generator=gens(1), callback_on_step_end=bad)
+    with pytest.raises(ValueError, match="MASK_BIT"):
+        inpaint(pixels, mask, 1, generator=gens(1), callback_on_step_end=bad, **kw)
 
 
 def test_ar_patch_size_two(tmp_path):
@@ -314,9 +327,28 @@ def test_cli_inpaint_grid(pipe, tmp_path, capsys):
     assert all(name in help_text for name in MASK_NAMES)
 
 
-def test_enable_compile_is_refused_not_ignored(inpaint):
-    with pytest.raises(NotImplementedError, match="enable_compile"):
-        inpaint.enable_compile()
+@pytest.mark.parametrize("order", ["raster", "kept_first"])
+def test_compiled_editing_gives_the_eager_bits_without_recompiles(inpaint, order):
+    torch._dynamo.reset()
+    pixels, masks = images(3, seed=13), three_masks()
+    kw = dict(order=order, output_type="latent", guidance_scale=3.0)
+    eager = inpaint(pixels, masks, [0, 1, 3], generator=gens(3), **kw).images
+    graphs = []
+
+    def counting_backend(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    inpaint.enable_compile(backend=counting_backend)  # fullgraph=True: a graph break would raise
+    try:
+        assert torch.equal(inpaint(pixels, masks, [0, 1, 3], generator=gens(3), **kw).images, eager)
+        compiled_graphs = len(graphs)
+        assert torch.equal(inpaint(pixels, masks, [0, 1, 3], generator=gens(3), **kw).images, eager)
+        assert len(graphs) == compiled_graphs  # the second call reuses every graph
+        # one backbone-step graph; one head-step graph per number of rows regenerating a slot (1, 2 or 3 here)
+        assert 2 <= compiled_graphs <= 4, compiled_graphs
+    finally:
+        inpaint.disable_compile()
 
 
 def test_remote_code_export_loads_the_inpaint_class(inpaint, tmp_path):

@@ -1,4 +1,4 @@
-"""BARPipeline input validation (issue 11 items 7-10) and strict loading of pipeline folders (item 8)."""
+"""BARPipeline input validation and strict loading of pipeline folders."""
 
 import json
 import shutil
@@ -81,7 +81,7 @@ def test_callback_replacing_bits_with_valid_values_still_works(pipe):
 
 
 def test_huge_batch_is_rejected_up_front(pipe, monkeypatch):
-    from bar_hf import pipeline_inputs
+    from bar_hf.pipelines import inputs as pipeline_inputs
 
     with pytest.raises(ValueError, match=r"num_images_per_label.*1000000 images exceeds the per-call limit"):
         pipe([1], num_images_per_label=10**6, output_type="latent")
@@ -92,7 +92,7 @@ def test_huge_batch_is_rejected_up_front(pipe, monkeypatch):
 
 
 def test_memory_estimate_counts_kv_cache_bits_and_images(pipe):
-    from bar_hf import pipeline_inputs
+    from bar_hf.pipelines import inputs as pipeline_inputs
 
     config = pipe.transformer.config
     seq = config.prefix_length + config.num_ar_steps

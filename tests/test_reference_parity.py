@@ -1,6 +1,6 @@
 """Parity of `bar_hf` with an independent spec-only reference of the authors' BAR (`tests/reference_bar.py`).
 
-The reference reads the AUTHORS' state-dict layout, produced here by `bar_hf.convert.*_to_authors_state_dict`, and
+The reference reads the AUTHORS' state-dict layout, produced here by `bar_hf.conversion.convert.*_to_authors_state_dict`, and
 shares no code with `bar_hf`. Tiny seeded models with every weight perturbed (AdaLN-zero layers included), float32.
 """
 
@@ -24,7 +24,7 @@ from reference_bar import (
 
 from bar_hf import BARBitQuantizer, BARBitScheduler, BARConfig, BARForCausalImageModeling, BARPipeline, BARVQModel
 from bar_hf.bits import patchify_bits, unpatchify_bits
-from bar_hf.convert import generator_to_authors_state_dict, tokenizer_to_authors_state_dict
+from bar_hf.conversion.convert import generator_to_authors_state_dict, tokenizer_to_authors_state_dict
 
 ATOL = 1e-5
 NUM_CLASSES = 7

@@ -1,4 +1,4 @@
-"""The sampling fast path (`bar_hf.sampling_bar`, used by `BARPipeline`) against an explicit reference computation:
+"""The sampling fast path (`bar_hf.pipelines.sampling`, used by `BARPipeline`) against an explicit reference computation:
 the generic per-step API (`compute_conditions` with a `DynamicCache`, `head_logits` with the mask ratio) and a
 sort-based scheduler step. float32 results must be bit-identical; compiled sampling must not recompile per AR step."""
 
@@ -9,8 +9,8 @@ from transformers.cache_utils import DynamicCache
 
 from bar_hf import BARBitScheduler
 from bar_hf.bits import MASK_BIT
-from bar_hf.sampling_bar import BARSamplingState
-from bar_hf.scheduling_bar import _gumbel
+from bar_hf.pipelines.sampling import SamplingState
+from bar_hf.schedulers.scheduling_bar import _gumbel
 
 
 def _wake(pipe, seed=0):
@@ -85,7 +85,7 @@ def test_precomputed_modulations_equal_per_step_ones():
     )
     runs = []
     for exact in (None, False):  # None: decided by the exactness check; False: per step (the fallback)
-        state = BARSamplingState(pipe.transformer, ids, static=False)
+        state = SamplingState(pipe.transformer, ids, static=False)
         state.exact_modulations = exact
         conditions = [state.prefill()] + [state.step(bits[:, i : i + 1]) for i in range(bits.shape[1] - 1)]
         runs.append(torch.stack(conditions))

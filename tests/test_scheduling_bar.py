@@ -3,7 +3,7 @@ import torch
 
 from bar_hf import BARBitScheduler, BARLogProbBitScheduler
 from bar_hf.bits import MASK_BIT
-from bar_hf.scheduling_bar import BARSchedulerMixin, derive_tokens_allocation
+from bar_hf.schedulers.scheduling_bar import BARSchedulerMixin, derive_tokens_allocation
 
 
 def run_token(scheduler, logits_fn, batch=3, generator=None):

@@ -1,4 +1,4 @@
-"""`train_bar.py --edit_order_ratio`: "kept first" editing orders mixed into training (issue 13)."""
+"""`train_bar.py --edit_order_ratio`: "kept first" editing orders mixed into training."""
 
 import json
 

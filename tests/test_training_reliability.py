@@ -1,4 +1,4 @@
-"""Reliability of the training scripts (issue 11, items 1-6): exact resume after a SIGKILL at any step (mid-epoch
+"""Reliability of the training scripts: exact resume after a SIGKILL at any step (mid-epoch
 included) and during checkpoint writing, atomic checkpoints, up-front flag/data validation, tokenizer fingerprints.
 
 The SIGKILL runs are subprocesses (tiny models, a few steps each); everything else runs in-process.
@@ -18,15 +18,14 @@ from safetensors.torch import load_file
 from test_examples import EXAMPLES, VQ_CONFIG, load_script, run_train_bar, tokens, trained_vq, workdir  # noqa: F401
 
 from bar_hf import BARPipeline, BARVQModel
-from bar_hf.training_utils import (
+from bar_hf.training.checkpoints import (
     CHECKPOINT_MARKER,
-    FASHION_MNIST_DIR,
     list_checkpoints,
-    load_image_dataset,
     read_checkpoint_marker,
     resolve_resume_checkpoint,
-    tokenizer_fingerprint,
 )
+from bar_hf.training.data import FASHION_MNIST_DIR, load_image_dataset
+from bar_hf.training.utils import tokenizer_fingerprint
 
 # 18 images, batch 4, drop_last: 4 batches per epoch; checkpoints every 2 steps, 6 steps in all
 BAR_STEPS = ["--max_train_steps", "6"]

@@ -18,7 +18,7 @@ from transformers import initialization as init
 from upstream_transformers import load_upstream
 
 from bar_hf import BARConfig, BARForCausalImageModeling, BARModel
-from bar_hf.modeling_bar import BARPreTrainedModel
+from bar_hf.models.modeling_bar import BARPreTrainedModel
 
 try:
     modeling_common, configuration_common = load_upstream()

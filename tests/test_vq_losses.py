@@ -1,4 +1,4 @@
-"""The tokenizer's perceptual and adversarial loss terms (`bar_hf.vq_losses`, `bar_hf.vq_discriminator`) on tiny random
+"""The tokenizer's perceptual and adversarial loss terms (`bar_hf.training.losses`, `bar_hf.training.discriminator`) on tiny random
 images: finite, differentiable, zero where they must be, hinge losses on hand-made logits."""
 
 import logging
@@ -9,14 +9,14 @@ import pytest
 import torch
 from torch import nn
 
-from bar_hf.vq_discriminator import (
+from bar_hf.training.discriminator import (
     BatchNormLocal,
     DINODiscriminator,
     generator_adversarial_loss,
     hinge_discriminator_loss,
     quantize_to_8_bits,
 )
-from bar_hf.vq_losses import ClassifierLogitLoss, LPIPSLoss, PerceptualLoss, imagenet_normalize
+from bar_hf.training.losses import ClassifierLogitLoss, LPIPSLoss, PerceptualLoss, imagenet_normalize
 
 ROOT = Path(__file__).resolve().parents[1]
 FMNIST_CLASSIFIER = ROOT / "tests" / "data" / "fmnist_classifier.safetensors"

@@ -16,7 +16,7 @@ from test_training_reliability import assert_same_checkpoint, run_in_process, ru
 from test_vq_losses import FMNIST_CLASSIFIER, tiny_convnext, tiny_vit
 
 from bar_hf import BARVQModel
-from bar_hf.training_utils import read_checkpoint_marker
+from bar_hf.training.checkpoints import read_checkpoint_marker
 
 
 @pytest.fixture(scope="module")

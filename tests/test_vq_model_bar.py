@@ -3,7 +3,7 @@ import torch
 from safetensors.torch import load_file
 
 from bar_hf import BARVQModel
-from bar_hf.vq_model_bar import FSQ_SHIFT, BARBitQuantizer
+from bar_hf.models.vq_model import FSQ_SHIFT, BARBitQuantizer
 
 TINY = dict(
     sample_size=24,
@@ -207,7 +207,7 @@ def test_bad_inputs():
 
 
 def test_official_sizes_on_meta_device():
-    # BAR_METHOD §2.4: decoder 303,364,948 parameters without / 312,020,948 with the distillation projector (256 px),
+    # docs/method.md §2.4: decoder 303,364,948 parameters without / 312,020,948 with the distillation projector (256 px),
     # 312,807,380 with the projector at 512 px.
     with torch.device("meta"):
         vq256 = BARVQModel()

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The authors' bar-b-4 recipe (BAR_METHOD §7): global batch 2048, AdamW (0.9, 0.96), wd 0.03, lr 4e-4, warmup 62500,
+# The authors' bar-b-4 recipe (docs/method.md §7): global batch 2048, AdamW (0.9, 0.96), wd 0.03, lr 4e-4, warmup 62500,
 # cosine to 1e-5 at step 250000, bf16, no EMA, label dropout 0.1, random orders annealed to raster (125000 -> 187500).
 # Hardware: the authors' per-GPU batch 128 implies 16 GPUs (e.g. 2 nodes x 8 GPUs); wall-clock NOT FOUND.
-# Sampling defaults stored in the pipeline = the authors' evaluation settings (README, BAR_METHOD §4.5).
+# Sampling defaults stored in the pipeline = the authors' evaluation settings (README, docs/method.md §4.5).
 accelerate launch --multi_gpu --num_processes 16 --mixed_precision bf16 examples/train_bar.py \
   --pretokenized_dataset runs/imagenet_tokens_16bits --vqvae_model_name_or_path runs/bar_fsq_16bits/vqvae \
   --preset bar-b-4 --output_dir runs/bar-b-4 --train_batch_size 128 --max_train_steps 250000 \

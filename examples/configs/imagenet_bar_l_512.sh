@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The authors' bar-l-512 recipe (BAR_METHOD §7): global batch 2048, AdamW (0.9, 0.96), wd 0.03, lr 4e-4, warmup 31250,
+# The authors' bar-l-512 recipe (docs/method.md §7): global batch 2048, AdamW (0.9, 0.96), wd 0.03, lr 4e-4, warmup 31250,
 # cosine to 1e-5 at step 125000, bf16, no EMA, label dropout 0.1, random orders annealed to raster (62500 -> 93750).
 # Hardware: the authors' per-GPU batch 32 implies 64 GPUs (e.g. 8 nodes x 8 GPUs); wall-clock NOT FOUND.
-# Sampling defaults stored in the pipeline = the authors' evaluation settings (README, BAR_METHOD §4.5).
+# Sampling defaults stored in the pipeline = the authors' evaluation settings (README, docs/method.md §4.5).
 accelerate launch --multi_gpu --num_processes 64 --mixed_precision bf16 examples/train_bar.py \
   --pretokenized_dataset runs/imagenet_tokens_10bits_512 --vqvae_model_name_or_path runs/bar_fsq_10bits_res512/vqvae \
   --preset bar-l-512 --output_dir runs/bar-l-512 --train_batch_size 32 --max_train_steps 125000 \

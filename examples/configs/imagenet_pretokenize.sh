@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Pretokenize ImageNet-1k train (image + horizontal flip) with the 16-bit tokenizer, as the authors (BAR_METHOD §7).
+# Pretokenize ImageNet-1k train (image + horizontal flip) with the 16-bit tokenizer, as the authors (docs/method.md §7).
 # Hardware: any number of GPUs (accelerate splits the shards); ~1.28M images. Resumable: finished shards are skipped.
 # Note: the authors use ADM center cropping; examples/pretokenize.py resizes the shorter edge (bicubic) + center-crops.
 accelerate launch --multi_gpu --num_processes 8 examples/pretokenize.py \

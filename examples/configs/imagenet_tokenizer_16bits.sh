@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The authors' BAR-FSQ 16-bit tokenizer recipe (BAR_METHOD §2.6) on ImageNet-1k 256 px.
+# The authors' BAR-FSQ 16-bit tokenizer recipe (docs/method.md §2.6) on ImageNet-1k 256 px.
 # Hardware: the authors used 8 GPUs x batch 32 (global 256), 200k steps, bf16 — days on 8 x A100/H100-class GPUs.
 # Losses: 0.1*L1 + 1.0*MSE + 0.7*SigLIP2 distillation + 10*Gram + 1.1*(1.0*LPIPS + 0.1*ConvNeXt-S logit MSE)/1.1
 # + 0.05*GAN (DINO ViT-S/8 + 5 heads, hinge) from step 100k, G and D alternating (docs/guides/training.md).

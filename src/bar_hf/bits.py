@@ -6,7 +6,7 @@ scalar id is needed (linear-head baseline, debugging) it is formed LSB-first, ex
 
 Token patchification (``patch_size = p > 1``) groups each non-overlapping ``p x p`` block of the latent grid into one
 autoregressive (AR) token whose bits are concatenated in the order *(row-in-block, col-in-block, bit)*; blocks are
-visited in raster order (BAR_METHOD §3.2).
+visited in raster order (docs/method.md §3.2).
 
 Shapes used throughout the package:
 

@@ -8,14 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-BUNDLED_MODEL_DIR = Path(__file__).resolve().parent / "bundled" / "bar-fashion-mnist"
-
-
-def bundled_model_path() -> str:
-    """Path of the small BAR pipeline trained by this project on Fashion-MNIST and shipped with the package."""
-    if not (BUNDLED_MODEL_DIR / "model_index.json").exists():
-        raise FileNotFoundError(f"the bundled model is missing at {BUNDLED_MODEL_DIR} (broken installation?)")
-    return str(BUNDLED_MODEL_DIR)
+from .bundled import bundled_model_path
 
 
 def _parse_dtype(name: str):
@@ -112,7 +105,7 @@ def make_grid(images, row_titles: list[str], columns: int, scale: int):
 def _generate(args: argparse.Namespace) -> int:
     import torch
 
-    from .pipeline_bar import BARPipeline
+    from .pipelines.pipeline_bar import BARPipeline
 
     model = args.model or bundled_model_path()
     dtype = _parse_dtype(args.dtype)
@@ -208,7 +201,7 @@ def _inpaint(args: argparse.Namespace) -> int:
     import torch
     from PIL import Image
 
-    from .pipeline_inpaint_bar import BARInpaintPipeline
+    from .pipelines.pipeline_inpaint import BARInpaintPipeline
 
     model = args.model or bundled_model_path()
     dtype, device = _parse_dtype(args.dtype), _parse_device(args.device)
@@ -283,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inpaint_arguments(inpaint)
     inpaint.set_defaults(func=_inpaint)
     try:
-        from .convert import add_convert_subparser
+        from .conversion.convert import add_convert_subparser
     except ImportError:  # the converter module is optional at import time
         add_convert_subparser = None
     if add_convert_subparser is not None:
