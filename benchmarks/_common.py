@@ -57,9 +57,9 @@ def build_pipeline(shape: str, device: str = "cpu", dtype: torch.dtype = torch.f
     vqvae = BARVQModel(sample_size=16 * config.latent_height, num_bits=config.num_bits).eval()
     defaults = BAR_SAMPLING_DEFAULTS[preset]
     scheduler = BARBitScheduler(
-        bits_per_token=config.bits_per_step,
-        tokens_allocation=defaults["tokens_allocation"] if config.bits_per_step == 16 * config.patch_size**2 else None,
-        num_inference_steps=min(4, config.bits_per_step),
+        bits_per_token=config.bits_per_token,
+        tokens_allocation=defaults["tokens_allocation"] if config.bits_per_token == 16 * config.patch_size**2 else None,
+        num_inference_steps=min(4, config.bits_per_token),
         temperature=defaults["temperature"],
     )
     pipe = BARPipeline(vqvae, transformer, scheduler, guidance_scale=defaults["guidance_scale"])

@@ -41,9 +41,9 @@ def count_generation(shape: str, batch: int, dtype: torch.dtype = torch.bfloat16
     with torch.device("meta"):
         transformer = BARForCausalImageModeling(config).to(dtype).eval()
     scheduler = BARBitScheduler(
-        bits_per_token=config.bits_per_step,
-        tokens_allocation=defaults["tokens_allocation"] if config.bits_per_step == 16 * config.patch_size**2 else None,
-        num_inference_steps=min(4, config.bits_per_step),
+        bits_per_token=config.bits_per_token,
+        tokens_allocation=defaults["tokens_allocation"] if config.bits_per_token == 16 * config.patch_size**2 else None,
+        num_inference_steps=min(4, config.bits_per_token),
     )
     ids = torch.arange(2 * batch, device="meta") % config.num_classes
     N = config.num_ar_steps
@@ -66,7 +66,7 @@ def count_generation(shape: str, batch: int, dtype: torch.dtype = torch.bfloat16
         for i in range(N) if full else range(min(2, N)):
             repeat = 1 if full or i == 0 else N - 1
             weight = guidance_weight(defaults["guidance_scale"], i, N)
-            states = torch.full((batch, config.bits_per_step), MASK_BIT, device="meta")
+            states = torch.full((batch, config.bits_per_token), MASK_BIT, device="meta")
             for index, t in enumerate(scheduler.timesteps):
                 mask_ratio = scheduler.mask_ratio(t)
                 logits, f = flops(state.head_logits, states, index, mask_ratio, conditions, weight, True)

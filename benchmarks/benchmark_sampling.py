@@ -55,7 +55,7 @@ def bare_loop(pipe, labels, generator, output_type="latent"):
     ids = torch.cat([ids, torch.full_like(ids, config.null_class_id)])
     state = SamplingState(pipe.transformer, ids)
     conditions = state.prefill()
-    bits = torch.empty(len(labels), config.num_ar_steps, config.bits_per_step, dtype=torch.long)
+    bits = torch.empty(len(labels), config.num_ar_steps, config.bits_per_token, dtype=torch.long)
     for i in range(config.num_ar_steps):
         weight = 1 + (g - 1) * i / config.num_ar_steps
         bits[:, i] = states = sample_token(state, scheduler, conditions, weight, True, generator)
@@ -82,7 +82,7 @@ def gemm_rate(rows: int, shapes: list[tuple[int, int]], repeats: int = 20) -> fl
 
 def head_gemm_shapes(config) -> list[tuple[int, int]]:
     """(K, N) of the MBM head's GEMMs per head step (AdaLN, SwiGLU in/out per block; final AdaLN; in/out proj)."""
-    W, inter, k = config.head_hidden_size, config.head_intermediate_size, config.bits_per_step
+    W, inter, k = config.head_hidden_size, config.head_intermediate_size, config.bits_per_token
     block = [(W, 3 * W), (W, 2 * inter), (inter, W)]
     return [(k * config.head_bit_embedding_size, W)] + block * config.head_num_layers + [(W, 2 * W), (W, 2 * k)]
 
@@ -103,7 +103,7 @@ def kv_vs_recompute(shape: str, batch: int, steps: int | None) -> dict:
     pipe = build_pipeline(shape)
     model, config = pipe.transformer, pipe.transformer.config
     steps = steps or config.num_ar_steps
-    bits = torch.randint(0, 2, (2 * batch, steps, config.bits_per_step))
+    bits = torch.randint(0, 2, (2 * batch, steps, config.bits_per_token))
     ids = torch.cat([torch.arange(batch) % config.num_classes, torch.full((batch,), config.null_class_id)])
 
     @torch.no_grad()

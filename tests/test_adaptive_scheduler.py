@@ -182,7 +182,7 @@ def gens(n, offset=0):
 @pytest.mark.parametrize("guidance_scale", [1.0, 3.0])
 def test_pipeline_batch_invariance_and_early_stop(pipe, guidance_scale):
     original = pipe.scheduler
-    k = pipe.transformer.config.bits_per_step
+    k = pipe.transformer.config.bits_per_token
     try:
         pipe.scheduler = BARAdaptiveBitScheduler.from_config(
             original.config, num_inference_steps=k, confidence_threshold=0.7

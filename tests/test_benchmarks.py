@@ -28,7 +28,7 @@ def test_head_gemm_shapes_are_the_heads_flops():
     pipe = make_pipe(patch_size=2)
     config, head = pipe.transformer.config, pipe.transformer.head
     rows = 6
-    states = torch.randint(0, 3, (rows, config.bits_per_step))
+    states = torch.randint(0, 3, (rows, config.bits_per_token))
     ratio_embedding = head.t_embedder(torch.full((rows,), 0.5))
     conditions = torch.randn(rows, config.head_hidden_size)
     with FlopCounterMode(display=False) as counter, torch.no_grad():

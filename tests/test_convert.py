@@ -298,7 +298,7 @@ def test_generator_every_tensor_lands_and_round_trips(files):
     model, report = convert_tiny_generator(gen_path, return_report=True)
     c = model.config
     assert (c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.intermediate_size) == (32, 2, 4, 21)
-    assert (c.patch_size, c.num_ar_steps, c.bits_per_step, c.num_classes, c.num_class_tokens) == (2, 4, 24, 10, 3)
+    assert (c.patch_size, c.num_ar_steps, c.bits_per_token, c.num_classes, c.num_class_tokens) == (2, 4, 24, 10, 3)
     assert (c.head_hidden_size, c.head_num_layers, c.head_intermediate_size, c.head_fourier_size) == (32, 2, 40, 8)
     ours = model.state_dict()
     rope_keys = [k for k in source if ".attn.rope." in k]

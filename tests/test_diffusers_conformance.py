@@ -77,9 +77,9 @@ def test_enable_layerwise_casting_on_the_transformers_model():
     leaves norms/positional tables out (diffusers' default skip patterns) and keeps the outputs close."""
     transformer = get_dummy_components()["transformer"]
     assert isinstance(transformer, BARForCausalImageModeling)
-    bits = torch.randint(0, 2, (2, 3, transformer.config.bits_per_step), generator=torch.Generator().manual_seed(0))
+    bits = torch.randint(0, 2, (2, 3, transformer.config.bits_per_token), generator=torch.Generator().manual_seed(0))
     labels = torch.tensor([1, 2])
-    states = torch.randint(0, 3, (2, transformer.config.bits_per_step), generator=torch.Generator().manual_seed(1))
+    states = torch.randint(0, 3, (2, transformer.config.bits_per_token), generator=torch.Generator().manual_seed(1))
     ratio = torch.tensor([0.5, 1.0])
 
     def outputs():

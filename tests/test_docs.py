@@ -149,7 +149,7 @@ def test_presets_table_matches_code():
             "swiglu hidden": config.intermediate_size,
             "p": config.patch_size,
             "n": config.num_ar_steps,
-            "k": config.bits_per_step,
+            "k": config.bits_per_token,
             "dropout": config.hidden_dropout,
         }
         for column, value in actual.items():

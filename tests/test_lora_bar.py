@@ -19,10 +19,10 @@ def batch(model, seed=0):
     c = model.config
     gen = torch.Generator().manual_seed(seed)
     return {
-        "bits": torch.randint(0, 2, (4, c.num_ar_steps, c.bits_per_step), generator=gen),
+        "bits": torch.randint(0, 2, (4, c.num_ar_steps, c.bits_per_token), generator=gen),
         "class_labels": LABELS,
         "mask_ratio_noise": torch.randn(4, c.num_ar_steps, generator=gen),
-        "mask_noise": torch.rand(4, c.num_ar_steps, c.bits_per_step, generator=gen),
+        "mask_noise": torch.rand(4, c.num_ar_steps, c.bits_per_token, generator=gen),
     }
 
 

@@ -45,7 +45,7 @@ def tiny_model(**overrides):
 def random_bits(model, batch=3, seed=1):
     c = model.config
     gen = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 2, (batch, c.num_ar_steps, c.bits_per_step), generator=gen)
+    return torch.randint(0, 2, (batch, c.num_ar_steps, c.bits_per_token), generator=gen)
 
 
 LABELS = torch.tensor([0, 3, 7])  # 7 = null class
@@ -53,9 +53,9 @@ LABELS = torch.tensor([0, 3, 7])  # 7 = null class
 
 def test_derived_values():
     c = tiny_config(patch_size=2)
-    assert (c.num_ar_steps, c.bits_per_step, c.prefix_length, c.null_class_id) == (4, 20, 4, 7)
+    assert (c.num_ar_steps, c.bits_per_token, c.prefix_length, c.null_class_id) == (4, 20, 4, 7)
     b = BARConfig.from_preset("bar-b")
-    assert (b.num_ar_steps, b.bits_per_step, b.prefix_length, b.intermediate_size) == (256, 16, 33, 2048)
+    assert (b.num_ar_steps, b.bits_per_token, b.prefix_length, b.intermediate_size) == (256, 16, 33, 2048)
     assert BARConfig.from_preset("bar-l").intermediate_size == 3413
     assert BARConfig.from_preset("bar-b").head_intermediate_size == 5461
     assert BARConfig.from_preset("bar-l-512").head_bit_embedding_size == 205
@@ -152,7 +152,7 @@ def test_mbm_loss_weights_and_min_mask(monkeypatch):
 
     def spy(states, ratio, cond):
         seen["states"], seen["ratio"] = states.clone(), ratio.clone()
-        return torch.zeros(states.shape[0], c.bits_per_step, 2)
+        return torch.zeros(states.shape[0], c.bits_per_token, 2)
 
     monkeypatch.setattr(model.head, "forward", spy)
     loss, _ = model.head_loss(conditions, targets)
@@ -237,7 +237,7 @@ def test_patchified_model_uses_bits_layout():
     latent = torch.randint(0, 2, (2, 16, 5), generator=torch.Generator().manual_seed(3))
     ar = patchify_bits(latent, (4, 4), 2)
     assert torch.equal(model.to_ar_bits(latent), ar)
-    assert (c.num_ar_steps, c.bits_per_step) == (4, 20)
+    assert (c.num_ar_steps, c.bits_per_token) == (4, 20)
     a = model.compute_conditions(ar, torch.tensor([1, 2])).conditions
     labels = torch.tensor([1, 2])
     assert torch.equal(model(latent, labels).conditions, a)

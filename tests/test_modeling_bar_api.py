@@ -12,7 +12,7 @@ def noise(model, batch=3, seed=2):
     gen = torch.Generator().manual_seed(seed)
     return {
         "mask_ratio_noise": torch.randn(batch, c.num_ar_steps, generator=gen),
-        "mask_noise": torch.rand(batch, c.num_ar_steps, c.bits_per_step, generator=gen),
+        "mask_noise": torch.rand(batch, c.num_ar_steps, c.bits_per_token, generator=gen),
     }
 
 
@@ -48,7 +48,7 @@ def test_generator_makes_training_forward_reproducible():
 def test_mask_uses_the_authors_rank_rule(monkeypatch):
     """Masked bits = `noise.argsort(-1) < n` (not the inverse permutation), in the head loss and in `add_noise`."""
     model = tiny_model()
-    k = model.config.bits_per_step
+    k = model.config.bits_per_token
     conditions, targets = torch.randn(40, 24), torch.randint(0, 2, (40, k))
     ratio_noise, mask_noise = torch.randn(40), torch.rand(40, k)
     seen = {}

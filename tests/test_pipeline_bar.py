@@ -53,7 +53,7 @@ def get_dummy_components(patch_size=1, num_bits=5):
         # make classes (and so CFG) matter and logits large enough to compete with the Gumbel noise
         transformer.model.class_embed.weight.normal_(0, 1.0)
         transformer.head.output_embed.weight.normal_(0, 0.3)
-    scheduler = BARBitScheduler(bits_per_token=config.bits_per_step, num_inference_steps=2, temperature=1.0)
+    scheduler = BARBitScheduler(bits_per_token=config.bits_per_token, num_inference_steps=2, temperature=1.0)
     return dict(vqvae=vqvae, transformer=transformer, scheduler=scheduler)
 
 
@@ -145,7 +145,7 @@ def test_cfg_matches_manual_loop(pipe):
 
 def test_patchified_model_unpatchifies():
     pipe = make_pipe(patch_size=2)
-    assert pipe.transformer.config.bits_per_step == 20 and pipe.scheduler.config.bits_per_token == 20
+    assert pipe.transformer.config.bits_per_token == 20 and pipe.scheduler.config.bits_per_token == 20
     calls = {}
 
     def grab(p, i, t, kwargs):

@@ -92,7 +92,7 @@ def test_lockstep_kv_cache_agrees_with_full_recompute(pipe):
         g = torch.Generator().manual_seed(seed)
         regenerate = random_token_masks(5, GRID, generator=g)
         orders = kept_first_orders(regenerate)
-        bits = torch.randint(0, 2, (5, config.num_ar_steps, config.bits_per_step), generator=g)
+        bits = torch.randint(0, 2, (5, config.num_ar_steps, config.bits_per_token), generator=g)
         labels = torch.randint(0, config.num_classes + 1, (5,), generator=g)
         full = transformer.model(bits=bits, class_labels=labels, orders=orders).conditions  # (B, N, W)
         start = int((~regenerate).sum(1).min())  # the prefix every row keeps
@@ -302,7 +302,7 @@ def test_ar_patch_size_two(tmp_path):
     regenerate = token_mask(masks, (3, 3))  # AR tokens are 2x2 blocks of latent tokens
     config = edit.transformer.config
     ar_out, ar_source = (patchify_bits(x, (6, 6), 2) for x in (out, source))
-    assert torch.equal(ar_out[~regenerate], ar_source[~regenerate]) and config.bits_per_step == 20
+    assert torch.equal(ar_out[~regenerate], ar_source[~regenerate]) and config.bits_per_token == 20
 
 
 def test_cli_inpaint_grid(pipe, tmp_path, capsys):

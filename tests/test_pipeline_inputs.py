@@ -97,7 +97,7 @@ def test_memory_estimate_counts_kv_cache_bits_and_images(pipe):
     config = pipe.transformer.config
     seq = config.prefix_length + config.num_ar_steps
     kv = 2 * config.num_hidden_layers * 2 * 3 * seq * config.hidden_size * 4  # CFG doubles the rows
-    bits = 3 * config.num_ar_steps * config.bits_per_step * 8
+    bits = 3 * config.num_ar_steps * config.bits_per_token * 8
     assert pipeline_inputs.estimate_sampling_memory(config, 3, True, torch.float32, 10) == kv + bits + 3 * 10 * 4
 
 

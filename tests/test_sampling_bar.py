@@ -37,7 +37,7 @@ def reference_sample(pipe, labels, guidance_scale, temperature, generators):
     tokens = []
     for i in range(config.num_ar_steps):
         w = 1 + (guidance_scale - 1) * i / config.num_ar_steps
-        states = torch.full((len(labels), config.bits_per_step), MASK_BIT)
+        states = torch.full((len(labels), config.bits_per_token), MASK_BIT)
         for t in scheduler.timesteps:
             ratio = torch.full((z.shape[0],), scheduler.mask_ratio(t))
             logits = model.head_logits(torch.cat([states, states]) if cfg else states, ratio, z).float()

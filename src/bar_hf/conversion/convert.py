@@ -229,12 +229,8 @@ def convert_to_pipeline(
     """
     from ..pipelines.pipeline_bar import BARPipeline
 
-    _check_pipeline_inputs(
-        preset,
-        push_to_hub,
-        output_dir,
-        (generator_checkpoint, tokenizer_checkpoint, generator_config, tokenizer_config),
-    )
+    paths = (generator_checkpoint, tokenizer_checkpoint, generator_config, tokenizer_config)
+    _check_pipeline_inputs(preset, push_to_hub, output_dir, paths)
     generator_yaml = load_authors_yaml(generator_config)
     vqvae, tok_report = convert_tokenizer(
         tokenizer_checkpoint,
@@ -253,30 +249,20 @@ def convert_to_pipeline(
         return_report=True,
     )
     _check_generator_yaml_against_tokenizer(generator_yaml, vqvae, tokenizer_checkpoint)
-    detected = detect_preset(transformer.config)
-    if preset is None and detected is not None:
-        logger.info("detected preset %s from the checkpoint's architecture", detected)
-    sampling_preset = preset or detected
+    sampling_preset = preset or detect_preset(transformer.config)
+    if preset is None and sampling_preset is not None:
+        logger.info("detected preset %s from the checkpoint's architecture", sampling_preset)
     settings, sampling_source = _sampling_settings(sampling_preset, generator_yaml, sampling_overrides)
-    scheduler = _scheduler_from_settings(settings, transformer.config.bits_per_step)
+    scheduler = _scheduler_from_settings(settings, transformer.config.bits_per_token)
     if id2label is None and transformer.config.num_classes == 1000:
         id2label = imagenet_id2label()
     pipeline_kwargs = {key: settings[key] for key in ("guidance_scale", "guidance_schedule") if key in settings}
     pipe = BARPipeline(vqvae=vqvae, transformer=transformer, scheduler=scheduler, id2label=id2label, **pipeline_kwargs)
     if output_dir is not None:
-        info = {
-            "generator_checkpoint": str(generator_checkpoint)
-            if isinstance(generator_checkpoint, (str, Path))
-            else "<state dict>",
-            "tokenizer_checkpoint": str(tokenizer_checkpoint)
-            if isinstance(tokenizer_checkpoint, (str, Path))
-            else "<state dict>",
-            "preset": sampling_preset,
-            "sampling": settings,
-            "sampling_source": sampling_source,
-            "generator": gen_report.to_dict(),
-            "tokenizer": tok_report.to_dict(),
-        }
+        checkpoints = {"generator_checkpoint": generator_checkpoint, "tokenizer_checkpoint": tokenizer_checkpoint}
+        info = {name: str(v) if isinstance(v, (str, Path)) else "<state dict>" for name, v in checkpoints.items()}
+        info.update(preset=sampling_preset, sampling=settings, sampling_source=sampling_source)
+        info.update(generator=gen_report.to_dict(), tokenizer=tok_report.to_dict())
         _save_pipeline(pipe, Path(output_dir), info, push_to_hub, private)
     return pipe
 
@@ -312,7 +298,7 @@ def _check_generator_yaml_against_tokenizer(generator_yaml: Mapping, vqvae, toke
             )
 
 
-def _scheduler_from_settings(settings: Mapping[str, Any], bits_per_step: int):
+def _scheduler_from_settings(settings: Mapping[str, Any], bits_per_token: int):
     from ..schedulers.scheduling_bar import BARBitScheduler
 
     scheduler_kwargs = {
@@ -321,7 +307,7 @@ def _scheduler_from_settings(settings: Mapping[str, Any], bits_per_step: int):
     if "tokens_allocation" in scheduler_kwargs:
         scheduler_kwargs["tokens_allocation"] = [int(v) for v in scheduler_kwargs["tokens_allocation"]]
         scheduler_kwargs.setdefault("num_inference_steps", len(scheduler_kwargs["tokens_allocation"]))
-    return BARBitScheduler(bits_per_token=bits_per_step, **scheduler_kwargs)
+    return BARBitScheduler(bits_per_token=bits_per_token, **scheduler_kwargs)
 
 
 def _save_pipeline(pipe, output_dir: Path, info: dict, push_to_hub: str | None, private: bool | None) -> None:
@@ -418,7 +404,7 @@ def run_convert(args: argparse.Namespace) -> int:
     config = pipe.transformer.config
     print(
         f"wrote a BARPipeline to {args.output_dir} (D={config.hidden_size}, depth {config.num_hidden_layers}, "
-        f"N={config.num_ar_steps} steps of k={config.bits_per_step} bits, {config.num_classes} classes)"
+        f"N={config.num_ar_steps} steps of k={config.bits_per_token} bits, {config.num_classes} classes)"
         + (f"; pushed to {args.push_to_hub}" if args.push_to_hub else "")
     )
     return 0

@@ -101,7 +101,7 @@ def infer_generator_config(
     values: dict[str, Any] = {}
     _resolve_generator_backbone(r, values, files)
     _resolve_generator_classes(r, values, files)
-    bits_per_step = _resolve_generator_grid(r, values, files, num_bits, latent_size)
+    bits_per_token = _resolve_generator_grid(r, values, files, num_bits, latent_size)
     _resolve_generator_tables(r, values, files)
     _resolve_generator_head(r, values, files)
     for name in sorted(set(overrides) - set(values)):
@@ -111,10 +111,10 @@ def infer_generator_config(
         config = BARConfig(**values)
     except ValueError as error:
         raise ValueError(f"the inferred generator config is invalid ({error}); resolved values: {values}") from error
-    if config.bits_per_step != bits_per_step:
+    if config.bits_per_token != bits_per_token:
         raise ValueError(
-            f"generator head predicts k = {bits_per_step} bits per step, but num_bits {config.num_bits} × patch_size² "
-            f"{config.patch_size**2} = {config.bits_per_step}."
+            f"generator head predicts k = {bits_per_token} bits per step, but num_bits {config.num_bits} × patch_size² "
+            f"{config.patch_size**2} = {config.bits_per_token}."
         )
     return config
 
@@ -223,14 +223,14 @@ def _resolve_generator_grid(
             preset=pval(name),
         )
     k2 = shape["lm_head.output_embed.weight"][0]
-    bits_per_step = k2 // 2
+    bits_per_token = k2 // 2
     patch = UNSET
     if values["num_bits"]:
-        ratio = bits_per_step / values["num_bits"]
+        ratio = bits_per_token / values["num_bits"]
         root = perfect_square_root(int(ratio)) if ratio == int(ratio) else None
         if root is None:
             r.errors.append(
-                f"`patch_size` impossible: the head predicts k = {bits_per_step} bits per step (lm_head.output_embed "
+                f"`patch_size` impossible: the head predicts k = {bits_per_token} bits per step (lm_head.output_embed "
                 f"rows {k2} / 2), which is not num_bits ({values['num_bits']}) times a square"
             )
         else:
@@ -240,11 +240,11 @@ def _resolve_generator_grid(
         yaml_patch = 1  # the authors' default when the YAML has no patch_size
     values["patch_size"] = r.resolve(
         "patch_size",
-        checkpoint=source_of(patch, f"sqrt(k {bits_per_step} / num_bits {values['num_bits']})"),
+        checkpoint=source_of(patch, f"sqrt(k {bits_per_token} / num_bits {values['num_bits']})"),
         yaml=source_of(yaml_patch, "YAML model.generator.patch_size (default 1)"),
         preset=pval("patch_size"),
     )
-    return bits_per_step
+    return bits_per_token
 
 
 def _resolve_generator_tables(r: Resolver, values: dict[str, Any], files: _GeneratorFiles) -> None:

@@ -41,6 +41,58 @@ def _swiglu_hidden(width: int) -> int:
     return int(2 / 3 * int(4 * width))
 
 
+#: `BARConfig` arguments that must be positive ints.
+_POSITIVE_INT_ARGUMENTS = (
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "latent_height",
+    "latent_width",
+    "num_bits",
+    "patch_size",
+    "num_classes",
+    "num_class_tokens",
+    "head_hidden_size",
+    "head_num_layers",
+    "head_fourier_size",
+)
+
+
+def _check_arguments(sizes: dict, head_type: str, dropouts: dict, mask_ratio_std: float) -> None:
+    """`ValueError` naming the first `BARConfig` argument that breaks its rule."""
+    for name, value in sizes.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
+    hidden_size, num_attention_heads = sizes["hidden_size"], sizes["num_attention_heads"]
+    latent_height, latent_width, patch_size = sizes["latent_height"], sizes["latent_width"], sizes["patch_size"]
+    if hidden_size % num_attention_heads:
+        raise ValueError(
+            f"`hidden_size` ({hidden_size}) must be divisible by `num_attention_heads` ({num_attention_heads})."
+        )
+    head_dim = hidden_size // num_attention_heads
+    if head_dim % 4:
+        raise ValueError(
+            f"head_dim = hidden_size / num_attention_heads must be divisible by 4 for 2-D RoPE (row and column "
+            f"halves of interleaved pairs), got {head_dim}."
+        )
+    if num_attention_heads < 2:
+        raise ValueError(
+            "`num_attention_heads` must be >= 2: the second half of the query heads uses target-aware RoPE, "
+            f"got {num_attention_heads}."
+        )
+    if latent_height % patch_size or latent_width % patch_size:
+        raise ValueError(
+            f"latent grid ({latent_height}, {latent_width}) must be divisible by `patch_size` {patch_size}."
+        )
+    if head_type not in _HEAD_TYPES:
+        raise ValueError(f"`head_type` must be one of {_HEAD_TYPES}, got {head_type!r}.")
+    for name, value in dropouts.items():
+        if not 0.0 <= float(value) < 1.0:
+            raise ValueError(f"`{name}` must be in [0, 1), got {value!r}.")
+    if mask_ratio_std <= 0:
+        raise ValueError(f"`mask_ratio_std` must be > 0, got {mask_ratio_std!r}.")
+
+
 class BARConfig(PreTrainedConfig):
     r"""Configuration of [`BARForCausalImageModeling`].
 
@@ -117,49 +169,13 @@ class BARConfig(PreTrainedConfig):
         initializer_range: float = 0.02,
         **kwargs,
     ):
-        for name, value in [
-            ("hidden_size", hidden_size),
-            ("num_hidden_layers", num_hidden_layers),
-            ("num_attention_heads", num_attention_heads),
-            ("latent_height", latent_height),
-            ("latent_width", latent_width),
-            ("num_bits", num_bits),
-            ("patch_size", patch_size),
-            ("num_classes", num_classes),
-            ("num_class_tokens", num_class_tokens),
-            ("head_hidden_size", head_hidden_size),
-            ("head_num_layers", head_num_layers),
-            ("head_fourier_size", head_fourier_size),
-        ]:
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
-        if hidden_size % num_attention_heads:
-            raise ValueError(
-                f"`hidden_size` ({hidden_size}) must be divisible by `num_attention_heads` ({num_attention_heads})."
-            )
-        head_dim = hidden_size // num_attention_heads
-        if head_dim % 4:
-            raise ValueError(
-                f"head_dim = hidden_size / num_attention_heads must be divisible by 4 for 2-D RoPE (row and column "
-                f"halves of interleaved pairs), got {head_dim}."
-            )
-        if num_attention_heads < 2:
-            raise ValueError(
-                "`num_attention_heads` must be >= 2: the second half of the query heads uses target-aware RoPE, "
-                f"got {num_attention_heads}."
-            )
-        if latent_height % patch_size or latent_width % patch_size:
-            raise ValueError(
-                f"latent grid ({latent_height}, {latent_width}) must be divisible by `patch_size` {patch_size}."
-            )
-        if head_type not in _HEAD_TYPES:
-            raise ValueError(f"`head_type` must be one of {_HEAD_TYPES}, got {head_type!r}.")
-        for name, value in [("hidden_dropout", hidden_dropout), ("class_dropout_prob", class_dropout_prob)]:
-            if not 0.0 <= float(value) < 1.0:
-                raise ValueError(f"`{name}` must be in [0, 1), got {value!r}.")
-        if mask_ratio_std <= 0:
-            raise ValueError(f"`mask_ratio_std` must be > 0, got {mask_ratio_std!r}.")
-
+        arguments = locals()
+        _check_arguments(
+            sizes={name: arguments[name] for name in _POSITIVE_INT_ARGUMENTS},
+            head_type=head_type,
+            dropouts={"hidden_dropout": hidden_dropout, "class_dropout_prob": class_dropout_prob},
+            mask_ratio_std=mask_ratio_std,
+        )
         self.hidden_size = hidden_size
         self.num_hidden_layers = num_hidden_layers
         self.num_attention_heads = num_attention_heads
@@ -192,6 +208,10 @@ class BARConfig(PreTrainedConfig):
         self.initializer_range = initializer_range
         super().__init__(**kwargs)
 
+        self._check_derived_sizes()
+
+    def _check_derived_sizes(self) -> None:
+        """Sizes that depend on several arguments (and on transformers' own `__init__`)."""
         if self.position_embedding_size < self.prefix_length + self.num_ar_steps:
             raise ValueError(
                 f"`position_embedding_size` must be >= prefix_length + N = {self.prefix_length + self.num_ar_steps}, "
@@ -202,10 +222,10 @@ class BARConfig(PreTrainedConfig):
                 f"`slot_embedding_size` must be >= prefix_length + N = {self.prefix_length + self.num_ar_steps}, "
                 f"got {self.slot_embedding_size}."
             )
-        if head_type == "linear" and self.bits_per_step > linear_head_max_bits:
+        if self.head_type == "linear" and self.bits_per_token > self.linear_head_max_bits:
             raise ValueError(
-                f"`head_type='linear'` needs a softmax over 2**k ids; k = {self.bits_per_step} exceeds "
-                f"`linear_head_max_bits` = {linear_head_max_bits}. Use the 'mbm' or 'bitwise' head, or raise the limit."
+                f"`head_type='linear'` needs a softmax over 2**k ids; k = {self.bits_per_token} exceeds "
+                f"`linear_head_max_bits` = {self.linear_head_max_bits}. Use the 'mbm' or 'bitwise' head, or raise the limit."
             )
 
     # ------------------------------------------------------------------------------------------------ derived
@@ -229,9 +249,14 @@ class BARConfig(PreTrainedConfig):
         return self.grid_height * self.grid_width
 
     @property
-    def bits_per_step(self) -> int:
-        """`k = num_bits * p**2`: bits generated per AR step (the head's sequence length)."""
+    def bits_per_token(self) -> int:
+        """`k = num_bits * p**2`: bits of one AR token (the head's sequence length); the schedulers' `bits_per_token`."""
         return self.num_bits * self.patch_size**2
+
+    @property
+    def bits_per_step(self) -> int:
+        """The 0.1.0 name of [`bits_per_token`], kept so code written against 0.1.0 keeps working."""
+        return self.bits_per_token
 
     @property
     def prefix_length(self) -> int:
@@ -246,12 +271,12 @@ class BARConfig(PreTrainedConfig):
     @property
     def bit_embedding_size(self) -> int:
         """Per-bit embedding width of the backbone input: `ceil(D / k)`."""
-        return math.ceil(self.hidden_size / self.bits_per_step)
+        return math.ceil(self.hidden_size / self.bits_per_token)
 
     @property
     def head_bit_embedding_size(self) -> int:
         """Per-bit embedding width of the MBM head input: `ceil(W_h / k)`."""
-        return math.ceil(self.head_hidden_size / self.bits_per_step)
+        return math.ceil(self.head_hidden_size / self.bits_per_token)
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> BARConfig:

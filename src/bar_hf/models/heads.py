@@ -60,7 +60,7 @@ class BARHeadFinalLayer(nn.Module):
 class _BARHeadBase(nn.Module):
     def __init__(self, config: BARConfig):
         super().__init__()
-        self.bits_per_step = config.bits_per_step
+        self.bits_per_token = config.bits_per_token
         width = config.head_hidden_size
         self.res_blocks = nn.ModuleList(
             [
@@ -76,9 +76,9 @@ class _BARHeadBase(nn.Module):
         return self.final_layer(hidden_states, condition)
 
     def _check_inputs(self, bit_states: torch.Tensor, mask_ratio: torch.Tensor, conditions: torch.Tensor) -> None:
-        if bit_states.dim() != 2 or bit_states.shape[1] != self.bits_per_step:
+        if bit_states.dim() != 2 or bit_states.shape[1] != self.bits_per_token:
             raise ValueError(
-                f"`bit_states` must have shape (tokens, k={self.bits_per_step}), got {tuple(bit_states.shape)}."
+                f"`bit_states` must have shape (tokens, k={self.bits_per_token}), got {tuple(bit_states.shape)}."
             )
         if conditions.dim() != 2 or conditions.shape[0] != bit_states.shape[0]:
             raise ValueError(
@@ -97,7 +97,7 @@ class BARMaskedBitHead(_BARHeadBase):
 
     def __init__(self, config: BARConfig):
         super().__init__(config)
-        k, width = config.bits_per_step, config.head_hidden_size
+        k, width = config.bits_per_token, config.head_hidden_size
         self.input_embed = nn.Embedding(3, config.head_bit_embedding_size)
         self.input_proj = nn.Linear(k * config.head_bit_embedding_size, width)
         self.ln_pre = BARRMSNorm(width, eps=config.rms_norm_eps)
@@ -118,7 +118,7 @@ class BARMaskedBitHead(_BARHeadBase):
         hidden = self.ln_pre(self.input_proj(embedded))
         condition = F.silu(ratio_embedding + conditions)  # SiLU here and again inside every AdaLN
         hidden = self._trunk(hidden, condition)
-        return self.output_embed(hidden).reshape(tokens, self.bits_per_step, 2)
+        return self.output_embed(hidden).reshape(tokens, self.bits_per_token, 2)
 
 
 class BARBitwiseHead(_BARHeadBase):
@@ -127,12 +127,12 @@ class BARBitwiseHead(_BARHeadBase):
     def __init__(self, config: BARConfig):
         super().__init__(config)
         self.ln_pre = BARRMSNorm(config.head_hidden_size, eps=config.rms_norm_eps)
-        self.output_embed = nn.Linear(config.head_hidden_size, 2 * config.bits_per_step)
+        self.output_embed = nn.Linear(config.head_hidden_size, 2 * config.bits_per_token)
 
     def forward(self, bit_states: torch.Tensor, mask_ratio: torch.Tensor, conditions: torch.Tensor) -> torch.Tensor:
         self._check_inputs(bit_states, mask_ratio, conditions)
         hidden = self._trunk(self.ln_pre(conditions), F.silu(conditions))
-        return self.output_embed(hidden).reshape(conditions.shape[0], self.bits_per_step, 2)
+        return self.output_embed(hidden).reshape(conditions.shape[0], self.bits_per_token, 2)
 
 
 class BARLinearHead(_BARHeadBase):
@@ -146,13 +146,13 @@ class BARLinearHead(_BARHeadBase):
     def __init__(self, config: BARConfig):
         super().__init__(config)
         self.ln_pre = BARRMSNorm(config.head_hidden_size, eps=config.rms_norm_eps)
-        self.output_embed = nn.Linear(config.head_hidden_size, 2**config.bits_per_step)
+        self.output_embed = nn.Linear(config.head_hidden_size, 2**config.bits_per_token)
 
     def _id_bits(self, device: torch.device) -> torch.Tensor:
         """The `(2**k, k)` bits of every id, built once per device (not at every head step)."""
         table = getattr(self, "_id_bits_table", None)
         if table is None or table.device != device:
-            table = ids_to_bits(torch.arange(2**self.bits_per_step, device=device), self.bits_per_step)
+            table = ids_to_bits(torch.arange(2**self.bits_per_token, device=device), self.bits_per_token)
             self._id_bits_table = table
         return table
 

@@ -191,7 +191,7 @@ class BARModel(BARPreTrainedModel):
         self.slot_embed = nn.Parameter(torch.zeros(1, config.slot_embedding_size, D))
         self.class_embed = nn.Embedding(config.num_classes + CLASS_ROW_OFFSET + 1, D)
         self.bit_embed = nn.Embedding(3, config.bit_embedding_size)
-        self.input_merge = nn.Linear(config.bits_per_step * config.bit_embedding_size, D)
+        self.input_merge = nn.Linear(config.bits_per_token * config.bit_embedding_size, D)
         self.layers = nn.ModuleList([BARDecoderLayer(config, i) for i in range(config.num_hidden_layers)])
         self.norm = BARRMSNorm(D, eps=config.rms_norm_eps)
         self.latent_condition_proj = nn.Linear(D, config.head_hidden_size)
@@ -202,7 +202,9 @@ class BARModel(BARPreTrainedModel):
         self.post_init()
 
     def _apply(self, fn, recurse=True):
-        # the RoPE table is always float32 (it is applied in float32): recompute it after `.to(dtype)` / `.half()`
+        # The RoPE table is always float32 (it is applied in float32): recompute it after `.to(dtype)` / `.half()`.
+        # It is a non-persistent buffer, which `_keep_in_fp32_modules` (parameters at load time) does not cover, and
+        # `nn.Module.to(dtype)` casts every floating buffer with no public way to exempt one.
         super()._apply(fn, recurse)
         if self.rope_cos.dtype != torch.float32:
             cos, sin = self.compute_rope_table()
@@ -258,9 +260,9 @@ class BARModel(BARPreTrainedModel):
                 f"[{int(class_labels.min())}, {int(class_labels.max())}]."
             )
         if bits is not None:
-            if bits.dim() != 3 or bits.shape[2] != c.bits_per_step or bits.shape[0] != class_labels.shape[0]:
+            if bits.dim() != 3 or bits.shape[2] != c.bits_per_token or bits.shape[0] != class_labels.shape[0]:
                 raise ValueError(
-                    f"`bits` must have shape (batch={class_labels.shape[0]}, tokens, k={c.bits_per_step}), "
+                    f"`bits` must have shape (batch={class_labels.shape[0]}, tokens, k={c.bits_per_token}), "
                     f"got {tuple(bits.shape)}."
                 )
             check_bits(bits)
@@ -413,13 +415,13 @@ class BARForCausalImageModeling(BARPreTrainedModel):
     def to_ar_bits(self, bits: torch.Tensor) -> torch.Tensor:
         """Accept tokenizer bits `(B, H'W', num_bits)` (patchified here) or AR bits `(B, N, k)`."""
         c = self.config
-        if bits.dim() == 3 and tuple(bits.shape[1:]) == (c.num_ar_steps, c.bits_per_step):
+        if bits.dim() == 3 and tuple(bits.shape[1:]) == (c.num_ar_steps, c.bits_per_token):
             return bits
         if bits.dim() == 3 and tuple(bits.shape[1:]) == (c.latent_height * c.latent_width, c.num_bits):
             return patchify_bits(bits, (c.latent_height, c.latent_width), c.patch_size)
         raise ValueError(
             f"`bits` must have shape (batch, {c.latent_height * c.latent_width}, {c.num_bits}) (tokenizer bits) or "
-            f"(batch, {c.num_ar_steps}, {c.bits_per_step}) (AR tokens), got {tuple(bits.shape)}."
+            f"(batch, {c.num_ar_steps}, {c.bits_per_token}) (AR tokens), got {tuple(bits.shape)}."
         )
 
     def random_orders(self, batch: int, random_ratio: float, device, generator: torch.Generator | None = None):
@@ -447,7 +449,7 @@ class BARForCausalImageModeling(BARPreTrainedModel):
         loss deterministic; what is not given is drawn from `generator` (or the global RNG), `ζ` first.
         """
         c = self.config
-        k = c.bits_per_step
+        k = c.bits_per_token
         tokens = targets.shape[0]
         device = conditions.device
         if c.head_type == "linear":
@@ -476,7 +478,7 @@ class BARForCausalImageModeling(BARPreTrainedModel):
         c = self.config
         expected = {
             "mask_ratio_noise": (batch, c.num_ar_steps),
-            "mask_noise": (batch, c.num_ar_steps, c.bits_per_step),
+            "mask_noise": (batch, c.num_ar_steps, c.bits_per_token),
         }
         for name, value in (("mask_ratio_noise", mask_ratio_noise), ("mask_noise", mask_noise)):
             if value is None:
@@ -490,6 +492,20 @@ class BARForCausalImageModeling(BARPreTrainedModel):
                     f"`{name}` must have shape {expected[name]} (batch, N[, k]) in generation order, "
                     f"got {tuple(value.shape)}."
                 )
+
+    def _orders_and_labels(self, orders, random_order_ratio, class_labels, class_dropout_prob, generator):
+        """Generation orders (given, random per `random_order_ratio`, or raster), then label dropout in training
+        mode; both draw from `generator` in this order."""
+        batch, device = class_labels.shape[0], class_labels.device
+        if orders is None and random_order_ratio:
+            orders = self.random_orders(batch, random_order_ratio, device, generator=generator)
+        if orders is None:
+            orders = torch.arange(self.config.num_ar_steps, device=device).expand(batch, -1)
+        if self.training:
+            prob = self.config.class_dropout_prob if class_dropout_prob is None else class_dropout_prob
+            drop = _draw(torch.rand, (batch,), generator, device) < prob
+            class_labels = torch.where(drop, torch.full_like(class_labels, self.config.null_class_id), class_labels)
+        return orders.to(device), class_labels
 
     @can_return_tuple
     def forward(
@@ -537,15 +553,9 @@ class BARForCausalImageModeling(BARPreTrainedModel):
         ar_bits = ar_bits.to(device)
         class_labels = class_labels.to(device)
         self._check_noise(mask_ratio_noise, mask_noise, batch)
-        if orders is None and random_order_ratio:
-            orders = self.random_orders(batch, random_order_ratio, device, generator=generator)
-        if orders is None:
-            orders = torch.arange(self.config.num_ar_steps, device=device).expand(batch, -1)
-        orders = orders.to(device)
-        if self.training:
-            prob = self.config.class_dropout_prob if class_dropout_prob is None else class_dropout_prob
-            drop = _draw(torch.rand, (batch,), generator, device) < prob
-            class_labels = torch.where(drop, torch.full_like(class_labels, self.config.null_class_id), class_labels)
+        orders, class_labels = self._orders_and_labels(
+            orders, random_order_ratio, class_labels, class_dropout_prob, generator
+        )
         ordered = ar_bits.gather(1, orders[:, :, None].expand(-1, -1, ar_bits.shape[2]))  # generation order
         out = self.model(
             bits=ordered,

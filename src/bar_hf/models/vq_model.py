@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -63,16 +64,22 @@ class BARVQEncoderOutput(BaseOutput):
     bits: torch.Tensor
 
 
-class _QuantizerStaysFloat32(logging.Filter):
-    """Drop diffusers' `.to(dtype)` warning that `quantize` "should be kept in float32": `BARBitQuantizer._apply`
-    keeps it in float32, so the warning does not apply to `BARVQModel`."""
-
+class _DropQuantizerDtypeWarning(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not (message.startswith("There are modules in BARVQModel ") and "kept in float32" in message)
+        return "should be kept in float32" not in record.getMessage()
 
 
-logging.getLogger("diffusers.models.modeling_utils").addFilter(_QuantizerStaysFloat32())
+@contextmanager
+def _quantizer_dtype_warning_silenced():
+    """diffusers' `ModelMixin.to(dtype)` warns that `_keep_in_fp32_modules` "should be kept in float32" whenever a
+    dtype is passed; `BARBitQuantizer._apply` does keep the quantizer in float32, so for `BARVQModel.to` the warning is
+    false. Drop it for the duration of that call only (nothing is installed on diffusers' logger otherwise)."""
+    diffusers_logger, dropper = logging.getLogger("diffusers.models.modeling_utils"), _DropQuantizerDtypeWarning()
+    diffusers_logger.addFilter(dropper)
+    try:
+        yield
+    finally:
+        diffusers_logger.removeFilter(dropper)
 
 
 class BARBitQuantizer(nn.Module):
@@ -99,8 +106,10 @@ class BARBitQuantizer(nn.Module):
         return codes, bits
 
     def _apply(self, fn, recurse=True):
-        # kept in float32 (`BARVQModel._keep_in_fp32_modules`) under `.to(bfloat16)` / `.half()` / `from_pipe(dtype)`
-        # too, not only when loading with `torch_dtype`: the bit decision must not depend on the storage dtype
+        # Kept in float32 under `.to(bfloat16)` / `.half()` / `from_pipe(dtype)` too: the bit decision must not depend
+        # on the storage dtype. The public mechanism, `_keep_in_fp32_modules`, only acts when loading with
+        # `from_pretrained(torch_dtype=...)`; `nn.Module.to(dtype)` has no hook to exempt a submodule, so this is the
+        # one place that can (`BARVQModel.to` drops diffusers' then-false "should be kept in float32" warning).
         super()._apply(fn, recurse)
         for param in self.parameters():
             if param.is_floating_point() and param.element_size() < 4:
@@ -242,6 +251,61 @@ def _pair(value: int | tuple[int, int] | list[int], name: str) -> tuple[int, int
     raise ValueError(f"`{name}` must be an int or a pair of ints, got {value!r}.")
 
 
+#: `BARVQModel` arguments that must be positive ints.
+_POSITIVE_INT_ARGUMENTS = (
+    "in_channels",
+    "out_channels",
+    "patch_size",
+    "num_bits",
+    "encoder_hidden_size",
+    "encoder_num_layers",
+    "encoder_num_heads",
+    "encoder_intermediate_size",
+    "decoder_hidden_size",
+    "decoder_num_layers",
+    "decoder_num_heads",
+    "decoder_intermediate_size",
+    "distill_projector_hidden_size",
+)
+
+
+def _check_vq_arguments(arguments: dict, height: int, width: int) -> None:
+    """`ValueError` naming the first `BARVQModel` argument that breaks its rule."""
+    for name in _POSITIVE_INT_ARGUMENTS:
+        value = arguments[name]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
+    patch_size = arguments["patch_size"]
+    encoder_hidden_size, encoder_num_heads = arguments["encoder_hidden_size"], arguments["encoder_num_heads"]
+    decoder_hidden_size, decoder_num_heads = arguments["decoder_hidden_size"], arguments["decoder_num_heads"]
+    encoder_num_position_embeddings = arguments["encoder_num_position_embeddings"]
+    distill_layer_index, decoder_num_layers = arguments["distill_layer_index"], arguments["decoder_num_layers"]
+    distill_projector_dim = arguments["distill_projector_dim"]
+    if height % patch_size or width % patch_size:
+        raise ValueError(f"`sample_size` {(height, width)} must be a multiple of `patch_size` {patch_size}.")
+    if encoder_hidden_size % encoder_num_heads:
+        raise ValueError(
+            f"`encoder_hidden_size` ({encoder_hidden_size}) must be divisible by `encoder_num_heads` "
+            f"({encoder_num_heads})."
+        )
+    if decoder_hidden_size % decoder_num_heads:
+        raise ValueError(
+            f"`decoder_hidden_size` ({decoder_hidden_size}) must be divisible by `decoder_num_heads` "
+            f"({decoder_num_heads})."
+        )
+    grid_side = math.isqrt(encoder_num_position_embeddings)
+    if grid_side * grid_side != encoder_num_position_embeddings:
+        raise ValueError(
+            "`encoder_num_position_embeddings` must be a perfect square (a learned square grid), "
+            f"got {encoder_num_position_embeddings}."
+        )
+    if distill_projector_dim is not None and not 0 <= distill_layer_index < decoder_num_layers:
+        raise ValueError(
+            f"`distill_layer_index` must be in [0, decoder_num_layers={decoder_num_layers}), "
+            f"got {distill_layer_index}."
+        )
+
+
 class BARVQModel(ModelMixin, ConfigMixin):
     r"""The BAR-FSQ image tokenizer: image ↔ bits.
 
@@ -321,46 +385,7 @@ class BARVQModel(ModelMixin, ConfigMixin):
     ):
         super().__init__()
         height, width = _pair(sample_size, "sample_size")
-        for name, value in [
-            ("in_channels", in_channels),
-            ("out_channels", out_channels),
-            ("patch_size", patch_size),
-            ("num_bits", num_bits),
-            ("encoder_hidden_size", encoder_hidden_size),
-            ("encoder_num_layers", encoder_num_layers),
-            ("encoder_num_heads", encoder_num_heads),
-            ("encoder_intermediate_size", encoder_intermediate_size),
-            ("decoder_hidden_size", decoder_hidden_size),
-            ("decoder_num_layers", decoder_num_layers),
-            ("decoder_num_heads", decoder_num_heads),
-            ("decoder_intermediate_size", decoder_intermediate_size),
-            ("distill_projector_hidden_size", distill_projector_hidden_size),
-        ]:
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
-        if height % patch_size or width % patch_size:
-            raise ValueError(f"`sample_size` {(height, width)} must be a multiple of `patch_size` {patch_size}.")
-        if encoder_hidden_size % encoder_num_heads:
-            raise ValueError(
-                f"`encoder_hidden_size` ({encoder_hidden_size}) must be divisible by `encoder_num_heads` "
-                f"({encoder_num_heads})."
-            )
-        if decoder_hidden_size % decoder_num_heads:
-            raise ValueError(
-                f"`decoder_hidden_size` ({decoder_hidden_size}) must be divisible by `decoder_num_heads` "
-                f"({decoder_num_heads})."
-            )
-        grid_side = math.isqrt(encoder_num_position_embeddings)
-        if grid_side * grid_side != encoder_num_position_embeddings:
-            raise ValueError(
-                "`encoder_num_position_embeddings` must be a perfect square (a learned square grid), "
-                f"got {encoder_num_position_embeddings}."
-            )
-        if distill_projector_dim is not None and not 0 <= distill_layer_index < decoder_num_layers:
-            raise ValueError(
-                f"`distill_layer_index` must be in [0, decoder_num_layers={decoder_num_layers}), "
-                f"got {distill_layer_index}."
-            )
+        _check_vq_arguments(locals(), height, width)
         self.grid_size = (height // patch_size, width // patch_size)
 
         encoder_config = Siglip2VisionConfig(
@@ -391,6 +416,10 @@ class BARVQModel(ModelMixin, ConfigMixin):
             distill_projector_dim=distill_projector_dim,
             distill_projector_hidden_size=distill_projector_hidden_size,
         )
+
+    def to(self, *args, **kwargs):
+        with _quantizer_dtype_warning_silenced():
+            return super().to(*args, **kwargs)
 
     # ------------------------------------------------------------------------------------------------ properties
     @property

@@ -21,12 +21,17 @@ from typing import TYPE_CHECKING, Any
 from huggingface_hub import HfApi, ModelCard, ModelCardData
 from huggingface_hub.utils import validate_repo_id
 
+from ..models.modeling_bar import BARForCausalImageModeling
+from ..models.vq_model import BARVQModel
+from .loading import check_component_weights, check_folder_before_load
+
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo
 
     from .pipeline_bar import BARPipeline
 
 __all__ = [
+    "BARHubMixin",
     "BAR_CARD_TAGS",
     "PIPELINE_SHIM_MODULE",
     "bar_model_card",
@@ -36,6 +41,9 @@ __all__ = [
 
 #: Module file (without `.py`) written at the repo root by `write_remote_code_shims`.
 PIPELINE_SHIM_MODULE = "pipeline_bar_hf"
+
+#: Pipeline classes of bar_hf (a folder's `_class_name` the shim can re-export from the package root).
+BAR_PIPELINE_CLASSES = ("BARPipeline", "BARInpaintPipeline")
 
 #: Tags every BAR model card carries (extra tags are appended).
 BAR_CARD_TAGS = ("bar_hf", "autoregressive", "class-conditional", "image-generation", "masked-bit-modeling")
@@ -114,18 +122,17 @@ def write_remote_code_shims(save_directory: str | os.PathLike, pipeline_class: t
             )
     else:
         if pipeline_class is None:
-            import bar_hf
-
-            pipeline_class = getattr(bar_hf, str(class_name), None)
-            if pipeline_class is None:
+            if class_name not in BAR_PIPELINE_CLASSES:
                 raise ValueError(
-                    f"`model_index.json['_class_name']` is {class_name!r}, which is not a `bar_hf` class; pass "
-                    "`pipeline_class` explicitly."
+                    f"`model_index.json['_class_name']` is {class_name!r}, which is not a `bar_hf` pipeline "
+                    f"{BAR_PIPELINE_CLASSES}; pass `pipeline_class` explicitly."
                 )
-        module = _check_importable_module("`pipeline_class.__module__`", pipeline_class.__module__)
-        rel = f"{PIPELINE_SHIM_MODULE}.py"
-        written[rel] = _shim_source(module, pipeline_class.__name__)
-        index["_class_name"] = [PIPELINE_SHIM_MODULE, pipeline_class.__name__]
+            module, name = "bar_hf", class_name  # the package root re-exports every pipeline class
+        else:
+            module = _check_importable_module("`pipeline_class.__module__`", pipeline_class.__module__)
+            name = pipeline_class.__name__
+        written[f"{PIPELINE_SHIM_MODULE}.py"] = _shim_source(module, name)
+        index["_class_name"] = [PIPELINE_SHIM_MODULE, name]
 
     for name, entry in index.items():
         if name.startswith("_") or not isinstance(entry, (list, tuple)) or len(entry) != 2:
@@ -150,6 +157,102 @@ def write_remote_code_shims(save_directory: str | os.PathLike, pipeline_class: t
 
 def _format_value(value: Any) -> str:
     return "`None`" if value is None else f"`{value}`"
+
+
+def _card_tags(extra_tags: Iterable[str]) -> list[str]:
+    if isinstance(extra_tags, str):
+        raise ValueError(f"`extra_tags` must be an iterable of tags, not a single string, got {extra_tags!r}.")
+    tags = list(BAR_CARD_TAGS)
+    for tag in extra_tags:
+        if not isinstance(tag, str) or not tag:
+            raise ValueError(f"`extra_tags` entries must be non-empty strings, got {tag!r}.")
+        if tag not in tags:
+            tags.append(tag)
+    return tags
+
+
+def _card_usage(repo_id: str, example_label: int, remote_code: bool) -> list[str]:
+    """The card's title, description and "Usage" section."""
+    trust = ", trust_remote_code=True" if remote_code else ""
+    lines = [
+        f"# {repo_id.split('/')[-1]}",
+        "",
+        "Class-conditional image generator **BAR** (masked Bit AutoRegressive modeling) packaged for "
+        "[`bar_hf`](https://pypi.org/project/bar_hf/): a binary-FSQ bit tokenizer (`vqvae`), a causal "
+        "autoregressive transformer whose head unmasks each token's bits (`transformer`) and a bit-unmasking "
+        "scheduler (`scheduler`), assembled as a diffusers `BARPipeline`.",
+        "",
+        "## Usage",
+        "",
+        "```bash",
+        "pip install bar_hf",
+        "```",
+        "",
+        "```python",
+        "import torch",
+        "import bar_hf  # registers the BAR classes (diffusers resolves third-party components from sys.modules)",
+        "from bar_hf import BARPipeline",
+        "",
+        f'pipe = BARPipeline.from_pretrained("{repo_id}"{trust})',
+        f"images = pipe([{example_label}], generator=torch.Generator().manual_seed(0)).images",
+        'images[0].save("sample.png")',
+        "```",
+        "",
+        "A bare `DiffusionPipeline.from_pretrained(repo_id)` does not work for this repo: diffusers only downloads "
+        "components whose library is diffusers or transformers (diffusers#5728). Use `BARPipeline` as above"
+        + (
+            ", or plain diffusers with remote code (the repo ships one-line files that re-export the installed "
+            "`bar_hf` classes; `bar_hf` must be installed):"
+            if remote_code
+            else "."
+        ),
+    ]
+    if remote_code:
+        lines += [
+            "",
+            "```python",
+            "from diffusers import DiffusionPipeline",
+            "",
+            f'pipe = DiffusionPipeline.from_pretrained("{repo_id}", trust_remote_code=True)',
+            "```",
+        ]
+    return lines
+
+
+def _card_settings(pipeline: BARPipeline, label_line: str) -> list[str]:
+    """The card's "Sampling defaults" and "Model" sections."""
+    tconf, sconf, scheduler = pipeline.transformer.config, pipeline.scheduler.config, pipeline.scheduler
+    pixels = getattr(pipeline.vqvae.config, "sample_size", None)
+    allocation = sconf.get("tokens_allocation")
+    return [
+        "",
+        "## Sampling defaults",
+        "",
+        "Stored with the pipeline and used when the call does not override them:",
+        "",
+        "| setting | value |",
+        "|---|---|",
+        f"| `guidance_scale` (CFG; on when > 1) | {_format_value(pipeline.config.guidance_scale)} |",
+        f"| `guidance_schedule` | {_format_value(pipeline.config.guidance_schedule)} |",
+        f"| scheduler | `{type(scheduler).__name__}` |",
+        f"| `temperature` (τ0) | {_format_value(sconf.get('temperature'))} |",
+        f"| `tokens_allocation` (bits revealed per head step) | {_format_value(allocation)} |",
+        f"| `num_inference_steps` (head steps per token) | "
+        f"{_format_value(len(allocation) if allocation else sconf.get('num_inference_steps'))} |",
+        f"| `allocation_rule` (when only a step count is given) | {_format_value(sconf.get('allocation_rule'))} |",
+        "",
+        "Override per call, e.g. `pipe(labels, guidance_scale=4.0, tokens_allocation=[2, 2, 5, 7], temperature=2.0)`, "
+        "or swap the scheduler with `pipe.scheduler = OtherScheduler.from_config(pipe.scheduler.config)`.",
+        "",
+        "## Model",
+        "",
+        f"- Classes: {label_line}",
+        f"- Latent grid: {tconf.latent_height}×{tconf.latent_width} tokens of {tconf.num_bits} bits "
+        f"(patch size {tconf.patch_size}, {tconf.bits_per_token} bits per autoregressive step)"
+        + (f"; images of {pixels}×{pixels} pixels." if pixels else "."),
+        f"- Transformer: {tconf.num_hidden_layers} layers, hidden size {tconf.hidden_size}, "
+        f"`{tconf.head_type}` bit head.",
+    ]
 
 
 def bar_model_card(
@@ -181,22 +284,11 @@ def bar_model_card(
     validate_repo_id(repo_id)
     if not isinstance(license, str) or not license:
         raise ValueError(f"`license` must be a non-empty Hub license id, got {license!r}.")
-    if isinstance(extra_tags, str):
-        raise ValueError(f"`extra_tags` must be an iterable of tags, not a single string, got {extra_tags!r}.")
-    tags = list(BAR_CARD_TAGS)
-    for tag in extra_tags:
-        if not isinstance(tag, str) or not tag:
-            raise ValueError(f"`extra_tags` entries must be non-empty strings, got {tag!r}.")
-        if tag not in tags:
-            tags.append(tag)
+    tags = _card_tags(extra_tags)
 
-    transformer, scheduler, vqvae = pipeline.transformer, pipeline.scheduler, pipeline.vqvae
-    tconf, sconf = transformer.config, scheduler.config
-    num_classes = tconf.num_classes
+    num_classes = pipeline.transformer.config.num_classes
     id2label = pipeline.id2label
-    pixels = getattr(vqvae.config, "sample_size", None)
     example_label = next(iter(sorted(id2label.items())), (0, None))
-    trust = ", trust_remote_code=True" if remote_code else ""
 
     card_data = ModelCardData(
         license=license,
@@ -211,78 +303,8 @@ def bar_model_card(
         if id2label
         else f"{num_classes} classes (no `id2label` names saved: pass class ids `0..{num_classes - 1}`)."
     )
-    allocation = sconf.get("tokens_allocation")
-    lines = [
-        f"# {repo_id.split('/')[-1]}",
-        "",
-        "Class-conditional image generator **BAR** (masked Bit AutoRegressive modeling) packaged for "
-        "[`bar_hf`](https://pypi.org/project/bar_hf/): a binary-FSQ bit tokenizer (`vqvae`), a causal "
-        "autoregressive transformer whose head unmasks each token's bits (`transformer`) and a bit-unmasking "
-        "scheduler (`scheduler`), assembled as a diffusers `BARPipeline`.",
-        "",
-        "## Usage",
-        "",
-        "```bash",
-        "pip install bar_hf",
-        "```",
-        "",
-        "```python",
-        "import torch",
-        "import bar_hf  # registers the BAR classes (diffusers resolves third-party components from sys.modules)",
-        "from bar_hf import BARPipeline",
-        "",
-        f'pipe = BARPipeline.from_pretrained("{repo_id}"{trust})',
-        f"images = pipe([{example_label[0]}], generator=torch.Generator().manual_seed(0)).images",
-        'images[0].save("sample.png")',
-        "```",
-        "",
-        "A bare `DiffusionPipeline.from_pretrained(repo_id)` does not work for this repo: diffusers only downloads "
-        "components whose library is diffusers or transformers (diffusers#5728). Use `BARPipeline` as above"
-        + (
-            ", or plain diffusers with remote code (the repo ships one-line files that re-export the installed "
-            "`bar_hf` classes; `bar_hf` must be installed):"
-            if remote_code
-            else "."
-        ),
-    ]
-    if remote_code:
-        lines += [
-            "",
-            "```python",
-            "from diffusers import DiffusionPipeline",
-            "",
-            f'pipe = DiffusionPipeline.from_pretrained("{repo_id}", trust_remote_code=True)',
-            "```",
-        ]
-    lines += [
-        "",
-        "## Sampling defaults",
-        "",
-        "Stored with the pipeline and used when the call does not override them:",
-        "",
-        "| setting | value |",
-        "|---|---|",
-        f"| `guidance_scale` (CFG; on when > 1) | {_format_value(pipeline.config.guidance_scale)} |",
-        f"| `guidance_schedule` | {_format_value(pipeline.config.guidance_schedule)} |",
-        f"| scheduler | `{type(scheduler).__name__}` |",
-        f"| `temperature` (τ0) | {_format_value(sconf.get('temperature'))} |",
-        f"| `tokens_allocation` (bits revealed per head step) | {_format_value(allocation)} |",
-        f"| `num_inference_steps` (head steps per token) | "
-        f"{_format_value(len(allocation) if allocation else sconf.get('num_inference_steps'))} |",
-        f"| `allocation_rule` (when only a step count is given) | {_format_value(sconf.get('allocation_rule'))} |",
-        "",
-        "Override per call, e.g. `pipe(labels, guidance_scale=4.0, tokens_allocation=[2, 2, 5, 7], temperature=2.0)`, "
-        "or swap the scheduler with `pipe.scheduler = OtherScheduler.from_config(pipe.scheduler.config)`.",
-        "",
-        "## Model",
-        "",
-        f"- Classes: {label_line}",
-        f"- Latent grid: {tconf.latent_height}×{tconf.latent_width} tokens of {tconf.num_bits} bits "
-        f"(patch size {tconf.patch_size}, {tconf.bits_per_step} bits per autoregressive step)"
-        + (f"; images of {pixels}×{pixels} pixels." if pixels else "."),
-        f"- Transformer: {tconf.num_hidden_layers} layers, hidden size {tconf.hidden_size}, "
-        f"`{tconf.head_type}` bit head.",
-    ]
+    lines = _card_usage(repo_id, example_label[0], remote_code)
+    lines += _card_settings(pipeline, label_line)
     if base_model:
         sources = [base_model] if isinstance(base_model, str) else list(base_model)
         lines.append(f"- Base model: {', '.join(f'`{s}`' for s in sources)}.")
@@ -348,4 +370,160 @@ def push_pipeline_to_hub(
             folder_path=tmpdir,
             commit_message=commit_message or f"Upload {type(pipeline).__name__}",
             create_pr=create_pr,
+        )
+
+
+class BARHubMixin:
+    """`save_pretrained` / `push_to_hub` / `from_pretrained` / `download` of the BAR pipelines: safetensors only, a BAR
+    model card, the optional remote-code export and a strict weight check at load time."""
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        safe_serialization: bool = True,
+        variant: str | None = None,
+        max_shard_size: int | str | None = None,
+        push_to_hub: bool = False,
+        remote_code: bool = False,
+        **kwargs,
+    ) -> None:
+        """Save the pipeline in the canonical layout (load it with `BARPipeline.from_pretrained`).
+
+        Args:
+            save_directory (`str` or `os.PathLike`): target folder (created if missing).
+            safe_serialization, variant, max_shard_size: as in `DiffusionPipeline.save_pretrained`.
+            push_to_hub (`bool`, *optional*, defaults to `False`): then upload with [`~BARPipeline.push_to_hub`]
+                (BAR model card, not diffusers' generic one); `repo_id` defaults to the folder name and `token`,
+                `private`, `commit_message`, `create_pr`, `license`, `base_model`, `extra_tags`, `endpoint` are
+                forwarded.
+            remote_code (`bool`, *optional*, defaults to `False`): also write the one-line re-export files
+                (`bar_hf.pipelines.hub.write_remote_code_shims`) so that plain
+                `DiffusionPipeline.from_pretrained(folder_or_repo, trust_remote_code=True)` works for users who have
+                `bar_hf` installed (`BARPipeline.from_pretrained` then needs `trust_remote_code=True` too).
+        """
+        self._check_no_unfused_lora()  # a transformer with adapters would save only the adapter
+        push_keys = (
+            "repo_id",
+            "token",
+            "private",
+            "commit_message",
+            "create_pr",
+            "license",
+            "base_model",
+            "extra_tags",
+            "endpoint",
+        )
+        push_kwargs = {key: kwargs.pop(key) for key in push_keys if key in kwargs}
+        super().save_pretrained(
+            save_directory,
+            safe_serialization=safe_serialization,
+            variant=variant,
+            max_shard_size=max_shard_size,
+            **kwargs,
+        )
+        if remote_code:
+            write_remote_code_shims(save_directory, type(self))
+        if push_to_hub:
+            repo_id = push_kwargs.pop("repo_id", None) or os.path.basename(os.path.normpath(save_directory))
+            self.push_to_hub(
+                repo_id, safe_serialization=safe_serialization, variant=variant, remote_code=remote_code, **push_kwargs
+            )
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        commit_message: str | None = None,
+        private: bool | None = None,
+        token: str | None = None,
+        create_pr: bool = False,
+        safe_serialization: bool = True,
+        variant: str | None = None,
+        subfolder: str | None = None,
+        *,
+        remote_code: bool = False,
+        license: str = "apache-2.0",
+        base_model: str | list[str] | None = None,
+        extra_tags: Iterable[str] = (),
+        endpoint: str | None = None,
+    ):
+        """Upload the pipeline (all components, `model_index.json`) with a BAR model card in one commit.
+
+        Same positional arguments as diffusers' `push_to_hub`; the README shows `BARPipeline` usage, the sampling
+        defaults, license and tags (see `bar_hf.pipelines.hub.bar_model_card`) instead of diffusers' generic card.
+
+        Args:
+            repo_id (`str`): target repo (`"org/name"`), created if missing.
+            commit_message, private, token, create_pr, variant: as in diffusers' `push_to_hub`.
+            safe_serialization (`bool`, *optional*, defaults to `True`): must be `True` (safetensors only).
+            subfolder (`str`, *optional*): not supported for pipelines, must be `None`.
+            remote_code (`bool`, *optional*, defaults to `False`): also upload the `trust_remote_code` re-export files.
+            license, base_model, extra_tags: model card metadata (`bar_model_card`).
+            endpoint (`str`, *optional*): Hub endpoint; defaults to `HF_ENDPOINT` / huggingface.co.
+
+        Returns:
+            `huggingface_hub.CommitInfo` of the upload.
+        """
+        if not safe_serialization:
+            raise ValueError(
+                "`safe_serialization` must be True: BAR pipelines are pushed as safetensors only, got False."
+            )
+        if subfolder is not None:
+            raise ValueError(f"`subfolder` is not supported when pushing a whole pipeline, got {subfolder!r}.")
+        return push_pipeline_to_hub(
+            self,
+            repo_id,
+            token=token,
+            private=private,
+            commit_message=commit_message,
+            remote_code=remote_code,
+            endpoint=endpoint,
+            create_pr=create_pr,
+            variant=variant,
+            license=license,
+            base_model=base_model,
+            extra_tags=extra_tags,
+        )
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """`DiffusionPipeline.from_pretrained`, then a strict weight check: a model component whose safetensors keys
+        or shapes differ from its config (missing or unexpected tensors) raises a `ValueError` naming the component
+        and the keys, instead of transformers'/diffusers' warning and randomly initialised weights. Components
+        passed in as arguments are not checked."""
+        folder = str(pretrained_model_name_or_path)
+        if os.path.isdir(folder):  # configs that disagree with their weights fail here, naming the component
+            components = {"vqvae": BARVQModel, "transformer": BARForCausalImageModeling}
+            components = {k: v for k, v in components.items() if k not in kwargs}  # passed-in ones are not checked
+            check_folder_before_load(folder, components, kwargs.get("variant"))
+        pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        if not os.path.isdir(folder):
+            folder = cls.download(folder, **kwargs)  # cached by the load above
+        for name in ("vqvae", "transformer"):
+            if name not in kwargs:
+                check_component_weights(name, getattr(pipe, name), os.path.join(folder, name), kwargs.get("variant"))
+        return pipe
+
+    @classmethod
+    def download(cls, pretrained_model_name, **kwargs) -> str:
+        """Download a pipeline repo with `huggingface_hub.snapshot_download` (diffusers' own `download` refuses
+        component libraries that are not diffusers modules). Local folders are returned as they are."""
+        if os.path.isdir(pretrained_model_name):
+            return pretrained_model_name
+        from huggingface_hub import snapshot_download
+
+        allowed = {"cache_dir", "revision", "token", "local_files_only", "force_download"}
+        options = {k: v for k, v in kwargs.items() if k in allowed and v is not None}
+        return snapshot_download(
+            pretrained_model_name,
+            allow_patterns=[
+                "model_index.json",
+                "*.json",
+                "*/*.json",
+                "*/*.safetensors",
+                "*.safetensors",
+                "README.md",
+                "*.py",
+                "*/*.py",  # remote-code re-export files (downloading them does not run them)
+            ],
+            **options,
         )

@@ -246,7 +246,7 @@ def estimate_sampling_memory(config, batch_size: int, cfg: bool, dtype: torch.dt
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     elem = torch.finfo(dtype).bits // 8 if dtype.is_floating_point else 4
     kv_cache = 2 * config.num_hidden_layers * rows * seq * kv_width * head_dim * elem
-    bits = batch_size * config.num_ar_steps * config.bits_per_step * 8
+    bits = batch_size * config.num_ar_steps * config.bits_per_token * 8
     return kv_cache + bits + batch_size * image_pixels * 4
 
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
@@ -15,7 +14,7 @@ from ..models.layerwise_casting import enable_layerwise_casting
 from ..models.modeling_bar import BARForCausalImageModeling
 from ..models.vq_model import BARVQModel
 from ..schedulers.scheduling_bar import BARSchedulerMixin
-from .hub import push_pipeline_to_hub, write_remote_code_shims
+from .hub import BARHubMixin
 from .inputs import (
     MAX_BATCH_SIZE,
     LabelIndex,
@@ -30,7 +29,6 @@ from .inputs import (
     estimate_sampling_memory,
     parse_id2label,
 )
-from .loading import check_component_weights, check_folder_before_load
 from .lora import BARLoraLoaderMixin
 from .sampling import SamplingPlan, SamplingState, compile_step_functions, sample_token
 
@@ -51,7 +49,7 @@ def guidance_weight(guidance_scale: float, step: int, num_steps: int, schedule: 
     raise ValueError(f"`guidance_schedule` must be one of {_GUIDANCE_SCHEDULES}, got {schedule!r}.")
 
 
-class BARPipeline(BARLoraLoaderMixin, DiffusionPipeline):
+class BARPipeline(BARLoraLoaderMixin, BARHubMixin, DiffusionPipeline):
     r"""Class-conditional image generation with BAR.
 
     Components:
@@ -106,10 +104,10 @@ class BARPipeline(BARLoraLoaderMixin, DiffusionPipeline):
                 f"`vqvae` latent grid {grid} differs from the `transformer` grid "
                 f"{(transformer.config.latent_height, transformer.config.latent_width)}."
             )
-        if scheduler.config.bits_per_token != transformer.config.bits_per_step:
+        if scheduler.config.bits_per_token != transformer.config.bits_per_token:
             raise ValueError(
                 f"`scheduler.config.bits_per_token` ({scheduler.config.bits_per_token}) must equal the transformer's "
-                f"bits per AR step k={transformer.config.bits_per_step}."
+                f"bits per AR step k={transformer.config.bits_per_token}."
             )
         guidance_scale = check_guidance_scale(guidance_scale)
         check_guidance_schedule(guidance_schedule)
@@ -211,7 +209,7 @@ class BARPipeline(BARLoraLoaderMixin, DiffusionPipeline):
         guidance_scale = self.config.guidance_scale if guidance_scale is None else guidance_scale
         guidance_schedule = self.config.guidance_schedule if guidance_schedule is None else guidance_schedule
         self.check_inputs(guidance_scale, generator, len(labels), output_type, callback_tensor_inputs)
-        guidance_scale = check_guidance_scale(guidance_scale)
+        guidance_scale = float(guidance_scale)  # checked above: a real number (numpy / torch scalars too)
         check_guidance_schedule(guidance_schedule)
         if not isinstance(cache_implementation, str) or cache_implementation not in ("dynamic", "static"):
             raise ValueError(f"`cache_implementation` must be 'dynamic' or 'static', got {cache_implementation!r}.")
@@ -441,7 +439,7 @@ class BARPipeline(BARLoraLoaderMixin, DiffusionPipeline):
             num_inference_steps=num_inference_steps, tokens_allocation=tokens_allocation, temperature=temperature
         )  # step indices stay on the CPU: reading them never waits for the GPU
         class_ids = self._class_ids(labels, device)
-        bits = torch.empty(len(labels), config.num_ar_steps, config.bits_per_step, dtype=torch.long, device=device)
+        bits = torch.empty(len(labels), config.num_ar_steps, config.bits_per_token, dtype=torch.long, device=device)
         tokens = SamplingPlan(bits, cache_implementation=cache_implementation)
         generated = self._sample_tokens(
             tokens, class_ids, guidance_schedule, generator, callback_on_step_end, callback_on_step_end_tensor_inputs
@@ -454,155 +452,3 @@ class BARPipeline(BARLoraLoaderMixin, DiffusionPipeline):
         if self.do_classifier_free_guidance:
             class_ids = torch.cat([class_ids, torch.full_like(class_ids, self.transformer.config.null_class_id)])
         return class_ids
-
-    # ------------------------------------------------------------------------------------------------ hub
-    def save_pretrained(
-        self,
-        save_directory: str | os.PathLike,
-        safe_serialization: bool = True,
-        variant: str | None = None,
-        max_shard_size: int | str | None = None,
-        push_to_hub: bool = False,
-        remote_code: bool = False,
-        **kwargs,
-    ) -> None:
-        """Save the pipeline in the canonical layout (load it with `BARPipeline.from_pretrained`).
-
-        Args:
-            save_directory (`str` or `os.PathLike`): target folder (created if missing).
-            safe_serialization, variant, max_shard_size: as in `DiffusionPipeline.save_pretrained`.
-            push_to_hub (`bool`, *optional*, defaults to `False`): then upload with [`~BARPipeline.push_to_hub`]
-                (BAR model card, not diffusers' generic one); `repo_id` defaults to the folder name and `token`,
-                `private`, `commit_message`, `create_pr`, `license`, `base_model`, `extra_tags`, `endpoint` are
-                forwarded.
-            remote_code (`bool`, *optional*, defaults to `False`): also write the one-line re-export files
-                (`bar_hf.pipelines.hub.write_remote_code_shims`) so that plain
-                `DiffusionPipeline.from_pretrained(folder_or_repo, trust_remote_code=True)` works for users who have
-                `bar_hf` installed (`BARPipeline.from_pretrained` then needs `trust_remote_code=True` too).
-        """
-        self._check_no_unfused_lora()  # a transformer with adapters would save only the adapter
-        push_keys = (
-            "repo_id",
-            "token",
-            "private",
-            "commit_message",
-            "create_pr",
-            "license",
-            "base_model",
-            "extra_tags",
-            "endpoint",
-        )
-        push_kwargs = {key: kwargs.pop(key) for key in push_keys if key in kwargs}
-        super().save_pretrained(
-            save_directory,
-            safe_serialization=safe_serialization,
-            variant=variant,
-            max_shard_size=max_shard_size,
-            **kwargs,
-        )
-        if remote_code:
-            write_remote_code_shims(save_directory, type(self))
-        if push_to_hub:
-            repo_id = push_kwargs.pop("repo_id", None) or os.path.basename(os.path.normpath(save_directory))
-            self.push_to_hub(
-                repo_id, safe_serialization=safe_serialization, variant=variant, remote_code=remote_code, **push_kwargs
-            )
-
-    def push_to_hub(
-        self,
-        repo_id: str,
-        commit_message: str | None = None,
-        private: bool | None = None,
-        token: str | None = None,
-        create_pr: bool = False,
-        safe_serialization: bool = True,
-        variant: str | None = None,
-        subfolder: str | None = None,
-        *,
-        remote_code: bool = False,
-        license: str = "apache-2.0",
-        base_model: str | list[str] | None = None,
-        extra_tags: Iterable[str] = (),
-        endpoint: str | None = None,
-    ):
-        """Upload the pipeline (all components, `model_index.json`) with a BAR model card in one commit.
-
-        Same positional arguments as diffusers' `push_to_hub`; the README shows `BARPipeline` usage, the sampling
-        defaults, license and tags (see `bar_hf.pipelines.hub.bar_model_card`) instead of diffusers' generic card.
-
-        Args:
-            repo_id (`str`): target repo (`"org/name"`), created if missing.
-            commit_message, private, token, create_pr, variant: as in diffusers' `push_to_hub`.
-            safe_serialization (`bool`, *optional*, defaults to `True`): must be `True` (safetensors only).
-            subfolder (`str`, *optional*): not supported for pipelines, must be `None`.
-            remote_code (`bool`, *optional*, defaults to `False`): also upload the `trust_remote_code` re-export files.
-            license, base_model, extra_tags: model card metadata (`bar_model_card`).
-            endpoint (`str`, *optional*): Hub endpoint; defaults to `HF_ENDPOINT` / huggingface.co.
-
-        Returns:
-            `huggingface_hub.CommitInfo` of the upload.
-        """
-        if not safe_serialization:
-            raise ValueError(
-                "`safe_serialization` must be True: BAR pipelines are pushed as safetensors only, got False."
-            )
-        if subfolder is not None:
-            raise ValueError(f"`subfolder` is not supported when pushing a whole pipeline, got {subfolder!r}.")
-        return push_pipeline_to_hub(
-            self,
-            repo_id,
-            token=token,
-            private=private,
-            commit_message=commit_message,
-            remote_code=remote_code,
-            endpoint=endpoint,
-            create_pr=create_pr,
-            variant=variant,
-            license=license,
-            base_model=base_model,
-            extra_tags=extra_tags,
-        )
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        """`DiffusionPipeline.from_pretrained`, then a strict weight check: a model component whose safetensors keys
-        or shapes differ from its config (missing or unexpected tensors) raises a `ValueError` naming the component
-        and the keys, instead of transformers'/diffusers' warning and randomly initialised weights. Components
-        passed in as arguments are not checked."""
-        folder = str(pretrained_model_name_or_path)
-        if os.path.isdir(folder):  # configs that disagree with their weights fail here, naming the component
-            components = {"vqvae": BARVQModel, "transformer": BARForCausalImageModeling}
-            components = {k: v for k, v in components.items() if k not in kwargs}  # passed-in ones are not checked
-            check_folder_before_load(folder, components, kwargs.get("variant"))
-        pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        if not os.path.isdir(folder):
-            folder = cls.download(folder, **kwargs)  # cached by the load above
-        for name in ("vqvae", "transformer"):
-            if name not in kwargs:
-                check_component_weights(name, getattr(pipe, name), os.path.join(folder, name), kwargs.get("variant"))
-        return pipe
-
-    @classmethod
-    def download(cls, pretrained_model_name, **kwargs) -> str:
-        """Download a pipeline repo with `huggingface_hub.snapshot_download` (diffusers' own `download` refuses
-        component libraries that are not diffusers modules). Local folders are returned as they are."""
-        if os.path.isdir(pretrained_model_name):
-            return pretrained_model_name
-        from huggingface_hub import snapshot_download
-
-        allowed = {"cache_dir", "revision", "token", "local_files_only", "force_download"}
-        options = {k: v for k, v in kwargs.items() if k in allowed and v is not None}
-        return snapshot_download(
-            pretrained_model_name,
-            allow_patterns=[
-                "model_index.json",
-                "*.json",
-                "*/*.json",
-                "*/*.safetensors",
-                "*.safetensors",
-                "README.md",
-                "*.py",
-                "*/*.py",  # remote-code re-export files (downloading them does not run them)
-            ],
-            **options,
-        )

@@ -84,7 +84,7 @@ class BARInpaintPipeline(BARPipeline):
         """Validate and normalise the editing inputs (see `__call__`)."""
         config = self.transformer.config
         order = check_order(order) or self.default_order
-        keep = check_keep_bits(keep_bits, config.bits_per_step)
+        keep = check_keep_bits(keep_bits, config.bits_per_token)
         size = tuple(s * self.vqvae.config.patch_size for s in self.vqvae.grid_size)
         pixels, input_size = prepare_images(image, self.vqvae.config.in_channels, size)
         masks = prepare_masks(mask_image, input_size, size)

@@ -367,7 +367,7 @@ def sample_token(
     the head is told the true fraction of bits still masked. Schedulers that override `head_mask_ratio` (adaptive)
     give each row its own ratio; the others one ratio per head step."""
     batch = conditions.shape[0] // (2 if guided else 1)
-    states = torch.full((batch, state.config.bits_per_step), MASK_BIT, dtype=torch.long, device=conditions.device)
+    states = torch.full((batch, state.config.bits_per_token), MASK_BIT, dtype=torch.long, device=conditions.device)
     if keep is not None:
         states = torch.where(keep.to(states.device), kept_bits, states)
     per_row = type(scheduler).head_mask_ratio is not BARSchedulerMixin.head_mask_ratio
