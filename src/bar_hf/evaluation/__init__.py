@@ -1,7 +1,7 @@
 """Sample quality: FID, Inception Score and precision/recall (`metrics`), the Inception features they use
 (`features`), the statistics (`stats`) and the `bar_fid` metric for `evaluate.load` (`bar_fid/`)."""
 
-from .metrics import (
+from .features import (
     FID_HELPER_INSTALL_COMMAND,
     FID_HELPER_PACKAGE,
     FID_HELPER_VERSION,
@@ -9,31 +9,37 @@ from .metrics import (
     INCEPTION_INPUT_SIZE,
     INCEPTION_WEIGHTS_FILENAME,
     INCEPTION_WEIGHTS_SHA1,
-    IS_SPLIT_SIZE,
-    PRECISION_RECALL_K,
     FeatureBatch,
     FeatureExtractorNotAvailableError,
     InceptionFeatureExtractor,
-    ReferenceStatistics,
-    bar_fid_metric_path,
     compute_features,
-    compute_metrics,
-    compute_reference_statistics,
     feature_source,
     file_sha1,
     find_inception_weights,
+    load_inception_feature_extractor,
+    tf1_bilinear_resize,
+)
+from .metrics import (
+    bar_fid_metric_path,
+    compute_metrics,
+    compute_reference_statistics,
+)
+from .stats import (
+    FID_NEGATIVE_TOLERANCE,
+    IS_SPLIT_SIZE,
+    PRECISION_RECALL_K,
+    ReferenceStatistics,
     frechet_distance,
     inception_score,
-    load_inception_feature_extractor,
     load_reference_statistics,
     manifold_radii,
     precision_recall,
     save_reference_statistics,
     statistics_from_features,
-    tf1_bilinear_resize,
 )
 
 __all__ = [
+    "FID_NEGATIVE_TOLERANCE",
     "FID_HELPER_PACKAGE",
     "FID_HELPER_VERSION",
     "FID_HELPER_INSTALL_COMMAND",

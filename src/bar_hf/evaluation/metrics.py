@@ -41,24 +41,14 @@ from typing import Any
 import torch
 
 from .features import (
-    FID_HELPER_INSTALL_COMMAND,
-    FID_HELPER_PACKAGE,
-    FID_HELPER_VERSION,
-    INCEPTION_FEATURE_DIM,
-    INCEPTION_INPUT_SIZE,
-    INCEPTION_WEIGHTS_FILENAME,
-    INCEPTION_WEIGHTS_SHA1,
-    FeatureBatch,
     FeatureExtractor,
     FeatureExtractorNotAvailableError,
     ImageInput,
-    InceptionFeatureExtractor,
     compute_features,
     feature_source,
     file_sha1,
     find_inception_weights,
     load_inception_feature_extractor,
-    tf1_bilinear_resize,
 )
 from .stats import (
     FID_NEGATIVE_TOLERANCE,  # noqa: F401 (documented as bar_hf.evaluation.FID_NEGATIVE_TOLERANCE)
@@ -69,44 +59,13 @@ from .stats import (
     frechet_distance,
     inception_score,
     load_reference_statistics,
-    manifold_radii,
     precision_recall,
     same_source,
     save_reference_statistics,
     statistics_from_features,
 )
 
-__all__ = [
-    "FID_HELPER_PACKAGE",
-    "FID_HELPER_VERSION",
-    "FID_HELPER_INSTALL_COMMAND",
-    "INCEPTION_WEIGHTS_FILENAME",
-    "INCEPTION_WEIGHTS_SHA1",
-    "INCEPTION_INPUT_SIZE",
-    "INCEPTION_FEATURE_DIM",
-    "PRECISION_RECALL_K",
-    "IS_SPLIT_SIZE",
-    "FeatureExtractorNotAvailableError",
-    "InceptionFeatureExtractor",
-    "FeatureBatch",
-    "ReferenceStatistics",
-    "find_inception_weights",
-    "file_sha1",
-    "load_inception_feature_extractor",
-    "feature_source",
-    "tf1_bilinear_resize",
-    "compute_features",
-    "frechet_distance",
-    "inception_score",
-    "manifold_radii",
-    "precision_recall",
-    "statistics_from_features",
-    "save_reference_statistics",
-    "load_reference_statistics",
-    "compute_reference_statistics",
-    "compute_metrics",
-    "bar_fid_metric_path",
-]
+__all__ = ["bar_fid_metric_path", "compute_metrics", "compute_reference_statistics"]
 
 
 def bar_fid_metric_path() -> str:
