@@ -1,10 +1,11 @@
-"""`examples/evaluate_tokenizer.py`: PSNR / rFID / token usage of a tokenizer on (fake) Fashion-MNIST test files."""
+"""`examples/tokenizer/evaluate_tokenizer.py`: PSNR / rFID / token usage of a tokenizer on (fake) Fashion-MNIST test files."""
 
 import json
 import math
 
 import numpy as np
-from test_examples import load_script, trained_vq, workdir  # noqa: F401
+from example_scripts import load_script
+from test_examples import trained_vq, workdir  # noqa: F401
 from test_training_reliability import write_idx
 
 evaluate_tokenizer = load_script("evaluate_tokenizer")

@@ -1,22 +1,17 @@
 """The example training scripts run end to end on tiny generated data (CPU, offline)."""
 
-import importlib.util
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from example_scripts import load_script, one_thread_env, script_path
 from PIL import Image
 
 from bar_hf import BARPipeline, BARVQModel
 from bar_hf.training.checkpoints import read_checkpoint_marker
-
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = ROOT / "examples"
 
 VQ_CONFIG = dict(
     sample_size=16,
@@ -45,13 +40,6 @@ BAR_CONFIG = dict(
     head_num_layers=1,
     head_fourier_size=8,
 )
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -84,11 +72,40 @@ def trained_vq(workdir):
     return out / "vqvae"
 
 
+def logged_steps(out, run: str) -> list[int]:
+    """The steps of every record of `<out>/logs/<run>/metrics.jsonl` (runs resumed into `out` append to it)."""
+    path = out / "logs" / run / "metrics.jsonl"
+    return [json.loads(line)["step"] for line in path.read_text().splitlines()] if path.exists() else []
+
+
 def test_train_vq_saves_loadable_model(trained_vq, workdir):
     vq = BARVQModel.from_pretrained(trained_vq)
     assert vq.config.num_bits == 5 and vq.bit_budget == 80
-    logs = (workdir / "vq_run" / "logs" / "train_bar_vq" / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line)["step"] for line in logs][-1] == 3
+    # the resumed run logged step 3 only: it started from checkpoint-2 (a fresh start would log 1, 2, 3 again)
+    assert logged_steps(workdir / "vq_run", "train_bar_vq") == [1, 2, 3]
+
+
+def test_train_vq_saves_the_ema_weights(workdir, tmp_path):
+    """`--use_ema`: `vqvae/` holds the EMA copy (equal to the EMA state of the last checkpoint), not the raw weights."""
+    from safetensors.torch import load_file
+
+    train_vq = load_script("train_bar_vq")
+    out = tmp_path / "ema"
+    train_vq.main(
+        train_vq.parse_args(
+            ["--train_data_dir", str(workdir / "images"), "--model_config", str(workdir / "vq.json"),
+             "--output_dir", str(out), "--train_batch_size", "4", "--max_train_steps", "3", "--checkpointing_steps",
+             "3", "--use_ema", "--ema_decay", "0.9", "--learning_rate", "1e-2", "--lr_warmup_steps", "0"]
+        )  # fmt: skip
+    )
+    saved = BARVQModel.from_pretrained(out / "vqvae")
+    raw = load_file(out / "checkpoint-3" / "model.safetensors")
+    shadow = torch.load(out / "checkpoint-3" / "custom_checkpoint_1.pkl", weights_only=False)["shadow_params"]
+    params = list(saved.parameters())
+    assert len(params) == len(shadow)
+    assert all(torch.equal(p.detach(), s) for p, s in zip(params, shadow))
+    names = [name for name, _ in saved.named_parameters()]
+    assert any(not torch.equal(saved.state_dict()[n], raw[n]) for n in names)  # the raw weights differ
 
 
 def test_train_vq_missing_pretrained_weights_is_an_error(workdir, monkeypatch):
@@ -147,29 +164,27 @@ def test_pretokenize_round_trip(tokens, trained_vq, workdir):
     assert data[4]["label"] == source[4]["label"]
 
 
-def run_train_bar(workdir, tokens, trained_vq, out, extra=(), env=None):
-    command = [
-        sys.executable, str(EXAMPLES / "train_bar.py"), "--pretokenized_dataset", str(tokens),
-        "--vqvae_model_name_or_path", str(trained_vq), "--model_config", str(workdir / "bar.json"),
-        "--output_dir", str(out), "--train_batch_size", "4", "--max_train_steps", "5", "--checkpointing_steps", "2",
-        "--logging_steps", "1", "--random_order_anneal_start", "1", "--random_order_anneal_end", "3",
-        "--num_inference_steps", "2", *extra,
+def train_bar_cli_args(workdir, tokens, trained_vq, out, extra=()):
+    return [
+        "--pretokenized_dataset", str(tokens), "--vqvae_model_name_or_path", str(trained_vq), "--model_config",
+        str(workdir / "bar.json"), "--output_dir", str(out), "--train_batch_size", "4", "--max_train_steps", "5",
+        "--checkpointing_steps", "2", "--logging_steps", "1", "--random_order_anneal_start", "1",
+        "--random_order_anneal_end", "3", "--num_inference_steps", "2", *extra,
     ]  # fmt: skip
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_train_bar_on_the_fly_with_two_processes(workdir, trained_vq):
     out = workdir / "bar_ddp"
     # `accelerate launch --cpu --num_processes 2` starts a single process; torchrun + ACCELERATE_USE_CPU gives two
     # gloo (MULTI_CPU) processes
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(EXAMPLES / "train_bar.py"),
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script_path("train_bar")),
         "--train_data_dir", str(workdir / "images"), "--random_flip", "--vqvae_model_name_or_path", str(trained_vq),
         "--model_config", str(workdir / "bar.json"), "--output_dir", str(out), "--train_batch_size", "2",
         "--max_train_steps", "2", "--checkpointing_steps", "2",
     ]  # fmt: skip
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
+    environment = one_thread_env({"ACCELERATE_USE_CPU": "1"})
     result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     # a complete checkpoint with the RNG states of both processes (every process calls save_state)
@@ -221,17 +236,25 @@ def tiny_pipeline(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_sample_bar_two_processes_resumable(tiny_pipeline, tmp_path):
     out = tmp_path / "samples"
+    # torchrun on a CPU-only machine, no ACCELERATE_USE_CPU: the script itself must make the two processes one group
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu", str(EXAMPLES / "sample_bar.py"),
-        "--model", str(tiny_pipeline), "--output_dir", str(out), "--num_images_per_class", "2", "--classes", "1", "3",
-        "0", "--batch_size", "2", "--seed", "10", "--save_npz", str(out / "samples.npz"),
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        str(script_path("sample_bar")), "--model", str(tiny_pipeline), "--output_dir", str(out),
+        "--num_images_per_class", "2", "--classes", "1", "3", "0", "--batch_size", "2", "--seed", "10",
+        "--save_npz", str(out / "samples.npz"),
     ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {key: value for key, value in one_thread_env().items() if key != "ACCELERATE_USE_CPU"}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+    summaries = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    # two processes of one group, each wrote its share (i % 2 == rank) and only it: a silent fall-back to
+    # independent single processes would report num_processes 1 and all six images twice
+    assert sorted((s["process_index"], s["num_processes"]) for s in summaries) == [(0, 2), (1, 2)]
+    written = {s["process_index"]: s["written_indices"] for s in summaries}
+    assert written == {0: [0, 2, 4], 1: [1, 3, 5]}
     files = sorted(p.name for p in (out / "images").iterdir())
     assert files == [f"{i:06d}.png" for i in range(6)]  # 3 classes x 2, no duplicates, none missing
     npz = np.load(out / "samples.npz")

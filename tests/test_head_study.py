@@ -1,11 +1,12 @@
-"""`examples/head_study.py`: the prediction-head study across bits per token.
+"""`research/head_study.py`: the prediction-head study across bits per token.
 
 Fast tests (config only, milliseconds): head-width matching, the linear head's infeasibility decided from the
 configuration, flag validation, the study-settings guard.
 
 END-TO-END TESTS (real trainings through the unchanged training scripts, ~1-2 min together on 2 cores): `--quick`
 writes the table with all three heads and an infeasible linear cell; a study killed inside a generator's training
-(`BAR_HF_SIGKILL_AT_STEP` + `BAR_HF_HEAD_STUDY_FAULT_CELL`) skips its finished cells on rerun and resumes the
+(right after checkpoint-10 of the `k4-bitwise` cell, injected by `tests/kill_after.py`) skips its finished cells on
+rerun and resumes the
 unfinished one from its checkpoint to the same weights and metrics as an uninterrupted study. They run on a small
 Fashion-MNIST folder (the first 1,000 / 200 real images when Debian's dataset-fashion-mnist is installed, random
 images otherwise, so they never skip).
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import subprocess
 import sys
 from argparse import Namespace
@@ -23,15 +23,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from example_scripts import load_script, one_thread_env, run_killed, script_path
 from safetensors.torch import load_file
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-sys.path.insert(0, str(EXAMPLES))
+from bar_hf.training.data import DEBIAN_FASHION_MNIST_DIR
 
-import head_study  # noqa: E402
+head_study = load_script("head_study")  # puts research/ on sys.path, as running the script does
 from head_study_heads import linear_feasibility, plan_heads  # noqa: E402
-
-from bar_hf.training.data import FASHION_MNIST_DIR  # noqa: E402
 
 
 def default_args(**overrides) -> Namespace:
@@ -109,8 +107,8 @@ def fmnist_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("fmnist")
     rng = np.random.default_rng(0)
     for split, prefix, n in (("train", "train", 1000), ("test", "t10k", 200)):
-        if Path(FASHION_MNIST_DIR, f"{prefix}-images-idx3-ubyte.gz").exists():
-            images, labels = read_fashion_mnist(split)
+        if Path(DEBIAN_FASHION_MNIST_DIR, f"{prefix}-images-idx3-ubyte.gz").exists():
+            images, labels = read_fashion_mnist(split, DEBIAN_FASHION_MNIST_DIR)
             images, labels = images[:n], labels[:n]
         else:
             images, labels = rng.integers(0, 256, (n, 28, 28)), np.arange(n) % 10
@@ -119,11 +117,13 @@ def fmnist_dir(tmp_path_factory) -> Path:
     return root
 
 
-def run_study(study_dir: Path, fmnist: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    command = [sys.executable, str(EXAMPLES / "head_study.py"), "--study_dir", str(study_dir), "--quick"]
-    command += ["--fashion_mnist_dir", str(fmnist), *extra]
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run(command, capture_output=True, text=True, env=full_env, timeout=600)
+def study_args(study_dir: Path, fmnist: Path, *extra: str) -> list[str]:
+    return ["--study_dir", str(study_dir), "--quick", "--fashion_mnist_dir", str(fmnist), *extra]
+
+
+def run_study(study_dir: Path, fmnist: Path, *extra: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(script_path("head_study")), *study_args(study_dir, fmnist, *extra)]
+    return subprocess.run(command, capture_output=True, text=True, env=one_thread_env(), timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +135,7 @@ def quick_study(tmp_path_factory, fmnist_dir) -> Path:
     return study
 
 
+@pytest.mark.slow
 def test_quick_writes_table_with_three_heads_and_infeasible_linear(quick_study):
     report = (quick_study / "head_study.md").read_text()
     rows = [line for line in report.splitlines() if line.startswith("| 4 |") or line.startswith("| 8 |")]
@@ -154,10 +155,11 @@ def test_quick_writes_table_with_three_heads_and_infeasible_linear(quick_study):
     assert tokenizer["psnr_db"] > 0 and tokenizer["rfid"] is not None
 
 
+@pytest.mark.slow
 def test_killed_study_resumes_to_the_uninterrupted_result(tmp_path, quick_study, fmnist_dir):
     study = tmp_path / "killed"
-    env = {"BAR_HF_SIGKILL_AT_STEP": "10", "BAR_HF_HEAD_STUDY_FAULT_CELL": "k4-bitwise"}
-    killed = run_study(study, fmnist_dir, "--bits", "4", "--heads", "mbm", "bitwise", env=env)
+    argv = study_args(study, fmnist_dir, "--bits", "4", "--heads", "mbm", "bitwise")
+    killed = run_killed("checkpoint", 10, "head_study", argv, only_output_name="k4-bitwise")
     assert killed.returncode == -9, killed.stderr[-3000:]
     results = study / "results"
     finished = {name: (results / name).stat().st_mtime_ns for name in ("tokenizer-k4.json", "k4-mbm.json")}

@@ -1,22 +1,14 @@
-"""`examples/inpaint_eval.py --quick`: every mask × order × class setting on a tiny random model, report files."""
+"""`research/inpaint_eval.py --quick`: every mask × order × class setting on a tiny random model, report files."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import torch
+from example_scripts import load_script
 from PIL import Image
-
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def load_eval():
-    spec = importlib.util.spec_from_file_location("inpaint_eval", EXAMPLES / "inpaint_eval.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["inpaint_eval"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("inpaint_eval")
 
 
 def test_quick_inpaint_eval_writes_report(tmp_path):

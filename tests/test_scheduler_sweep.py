@@ -1,23 +1,15 @@
-"""`examples/scheduler_sweep.py --quick`: the whole sweep on a tiny random model in seconds, resumable."""
+"""`research/scheduler_sweep.py --quick`: the whole sweep on a tiny random model in seconds, resumable."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from example_scripts import load_script
 from PIL import Image
-
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def load_sweep():
-    spec = importlib.util.spec_from_file_location("scheduler_sweep", EXAMPLES / "scheduler_sweep.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["scheduler_sweep"] = module  # dataclasses resolve their module through sys.modules
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scheduler_sweep")  # registered in sys.modules: dataclasses resolve their module there
 
 
 QUICK = ["--quick", "--num_images", "6", "--batch_size", "3", "--num_reference", "12", "--calibration_images", "3"]

@@ -1,30 +1,45 @@
 """Reliability of the training scripts: exact resume after a SIGKILL at any step (mid-epoch
-included) and during checkpoint writing, atomic checkpoints, up-front flag/data validation, tokenizer fingerprints.
+included) and during checkpoint writing, atomic and checksummed checkpoints, up-front flag/data validation, tokenizer
+fingerprints.
 
-The SIGKILL runs are subprocesses (tiny models, a few steps each); everything else runs in-process.
+The SIGKILL runs are subprocesses started through `tests/kill_after.py` (the kill is injected by the test, not by the
+scripts); everything else runs in-process. Exact resume is promised bitwise with one thread (docs/guides/training.md):
+the killed runs and the in-process runs use one thread. Every resume test also proves the resumed run started from
+the checkpoint (its first logged step is the checkpoint's step + 1), since a seeded fresh start would reproduce the
+reference too.
 """
 
 import gzip
 import json
 import shutil
-import subprocess
-import sys
 
 import datasets
 import numpy as np
 import pytest
 import torch
+from example_scripts import load_script, run_killed
 from safetensors.torch import load_file
-from test_examples import EXAMPLES, VQ_CONFIG, load_script, run_train_bar, tokens, trained_vq, workdir  # noqa: F401
+from test_examples import (  # noqa: F401
+    VQ_CONFIG,
+    logged_steps,
+    tokens,
+    train_bar_cli_args,
+    trained_vq,
+    workdir,
+)
 
 from bar_hf import BARPipeline, BARVQModel
 from bar_hf.training.checkpoints import (
     CHECKPOINT_MARKER,
+    CorruptCheckpointError,
+    TrainingProgress,
     list_checkpoints,
     read_checkpoint_marker,
     resolve_resume_checkpoint,
+    resume_training_state,
+    verify_checkpoint,
 )
-from bar_hf.training.data import FASHION_MNIST_DIR, load_image_dataset
+from bar_hf.training.data import DEBIAN_FASHION_MNIST_DIR, load_image_dataset
 from bar_hf.training.utils import tokenizer_fingerprint
 
 # 18 images, batch 4, drop_last: 4 batches per epoch; checkpoints every 2 steps, 6 steps in all
@@ -51,9 +66,22 @@ def assert_same_checkpoint(a, b) -> None:
 
 
 def run_in_process(script, argv) -> None:
-    """A run that is not killed: in this process (saves a Python start-up; CPU results equal a subprocess's)."""
+    """A run that is not killed: in this process (saves a Python start-up; CPU results equal a subprocess's), with the
+    one thread under which exact resume is promised."""
+    assert torch.get_num_threads() == 1  # tests/conftest.py
     module = load_script(script)
     module.main(module.parse_args([str(a) for a in argv]))
+
+
+def resume_in_process(script, argv, out, run, checkpoint_step: int) -> list[int]:
+    """Resume `out` in this process; assert the resumed run's logged steps start at `checkpoint_step + 1` (it
+    really loaded the checkpoint: a silent fresh start would log from step 1) and return them."""
+    before = len(logged_steps(out, run))
+    run_in_process(script, [*argv, "--resume_from_checkpoint", "latest"])
+    steps = logged_steps(out, run)[before:]
+    assert steps and steps[0] == checkpoint_step + 1, steps
+    assert steps == list(range(checkpoint_step + 1, steps[-1] + 1)), steps  # no step repeated or skipped
+    return steps
 
 
 def bar_argv(workdir, tokens, trained_vq, out, *extra):  # noqa: F811
@@ -72,13 +100,17 @@ def bar_reference(workdir, tokens, trained_vq):  # noqa: F811
     return workdir / "bar_ref6"
 
 
+@pytest.mark.slow
 def test_train_bar_exact_resume_after_sigkill_mid_epoch(workdir, tokens, trained_vq, bar_reference):  # noqa: F811
     out = workdir / "bar_mid_epoch"
-    killed = run_train_bar(workdir, tokens, trained_vq, out, extra=BAR_STEPS, env={"BAR_HF_SIGKILL_AT_STEP": "3"})
-    assert killed.returncode == -9
+    # killed as it was about to write checkpoint-4: steps 3 and 4 are lost, checkpoint-2 is the latest
+    killed = run_killed("before-checkpoint", 4, "train_bar", train_bar_cli_args(workdir, tokens, trained_vq, out, BAR_STEPS))
+    assert killed.returncode == -9, killed.stderr[-3000:]
     assert [p.name for p in list_checkpoints(out, complete_only=True)] == ["checkpoint-2"]
     assert read_checkpoint_marker(out / "checkpoint-2")["batches_in_epoch"] == 2  # mid-epoch (4 batches per epoch)
-    run_in_process("train_bar", bar_argv(workdir, tokens, trained_vq, out, "--resume_from_checkpoint", "latest"))
+    assert logged_steps(out, "train_bar") == [1, 2, 3, 4]
+    steps = resume_in_process("train_bar", bar_argv(workdir, tokens, trained_vq, out), out, "train_bar", 2)
+    assert steps == [3, 4, 5, 6]
     for step in (4, 6):
         assert_same_checkpoint(bar_reference / f"checkpoint-{step}", out / f"checkpoint-{step}")
     a = load_file(bar_reference / "pipeline" / "transformer" / "model.safetensors")
@@ -96,13 +128,13 @@ def test_train_bar_exact_resume_after_sigkill_mid_epoch(workdir, tokens, trained
     assert [r["loss"] for r in log if r["step"] > 2][-4:] == [r["loss"] for r in ref if r["step"] > 2]
 
 
+@pytest.mark.slow
 def test_train_bar_kill_during_checkpoint_write(workdir, tokens, trained_vq, bar_reference):  # noqa: F811
     out = workdir / "bar_kill_in_save"
     limit = ["--checkpoints_total_limit", "1"]
-    killed = run_train_bar(
-        workdir, tokens, trained_vq, out, extra=[*BAR_STEPS, *limit], env={"BAR_HF_SIGKILL_DURING_SAVE": "6"}
-    )
-    assert killed.returncode == -9
+    argv = train_bar_cli_args(workdir, tokens, trained_vq, out, [*BAR_STEPS, *limit])
+    killed = run_killed("checkpoint-files", 6, "train_bar", argv)
+    assert killed.returncode == -9, killed.stderr[-3000:]
     # the older checkpoint is pruned only once a newer one is complete
     assert [p.name for p in list_checkpoints(out)] == ["checkpoint-4"]
     assert (out / ".tmp-checkpoint-6").is_dir() and not (out / "pipeline").exists()
@@ -113,9 +145,8 @@ def test_train_bar_kill_during_checkpoint_write(workdir, tokens, trained_vq, bar
     assert resolve_resume_checkpoint(out, "latest") == out / "checkpoint-4"
     with pytest.raises(ValueError, match="--resume_from_checkpoint.*incomplete"):
         resolve_resume_checkpoint(out, "checkpoint-6")
-    run_in_process(
-        "train_bar", bar_argv(workdir, tokens, trained_vq, out, *limit, "--resume_from_checkpoint", "latest")
-    )
+    steps = resume_in_process("train_bar", bar_argv(workdir, tokens, trained_vq, out, *limit), out, "train_bar", 4)
+    assert steps == [5, 6]
     assert [p.name for p in out.iterdir() if "checkpoint" in p.name] == ["checkpoint-6"]
     assert_same_checkpoint(bar_reference / "checkpoint-6", out / "checkpoint-6")
 
@@ -133,14 +164,54 @@ def test_checkpoint_marker_detects_missing_and_truncated_files(bar_reference, tm
     assert list_checkpoints(tmp_path, complete_only=True) == []
 
 
-def run_script(name, args, env=None):
-    import os
+def test_checkpoint_checksum_detects_a_flipped_byte(bar_reference, tmp_path):
+    """Same size, other bytes: the marker's sizes cannot see it, its SHA-256 can; a resume refuses it by name."""
+    copy = tmp_path / "checkpoint-4"
+    shutil.copytree(bar_reference / "checkpoint-4", copy)
+    marker = verify_checkpoint(copy)
+    assert set(marker["sha256"]) == set(marker["files"]) and all(len(h) == 64 for h in marker["sha256"].values())
+    path = copy / "optimizer.bin"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    assert read_checkpoint_marker(copy) is not None  # sizes unchanged: still looks complete
+    with pytest.raises(CorruptCheckpointError, match=r"optimizer\.bin.*corrupt"):
+        verify_checkpoint(copy)
 
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    command = [sys.executable, str(EXAMPLES / f"{name}.py"), *args]
-    return subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
+    class Accelerator:  # what resume_training_state uses of an accelerate Accelerator
+        printed: list = []
+
+        def print(self, message):
+            self.printed.append(message)
+
+        def load_state(self, path):
+            raise AssertionError("a corrupt checkpoint must not be loaded")
+
+    with pytest.raises(CorruptCheckpointError, match=r"checkpoint-4/optimizer\.bin"):
+        resume_training_state(Accelerator(), tmp_path, "latest")
 
 
+def test_resume_latest_without_checkpoint_says_so(tmp_path, caplog):
+    class Accelerator:
+        def __init__(self):
+            self.printed = []
+
+        def print(self, message):
+            self.printed.append(message)
+
+    accelerator = Accelerator()
+    with caplog.at_level("INFO", logger="bar_hf.training.checkpoints"):
+        progress = resume_training_state(accelerator, tmp_path, "latest")
+    assert progress.state_dict() == TrainingProgress().state_dict()
+    message = f"no checkpoint found in {tmp_path}, starting from step 0"
+    assert accelerator.printed == [message] and message in caplog.text
+    # without --resume_from_checkpoint: a fresh run, nothing to say
+    silent = Accelerator()
+    resume_training_state(silent, tmp_path, None)
+    assert silent.printed == []
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("streaming", [False, True], ids=["map", "streaming"])
 def test_train_vq_exact_resume_after_sigkill_mid_epoch(workdir, streaming):  # noqa: F811
     # streaming: 18 images in batches of 4 make 5 batches per epoch (the last one of 2), so checkpoint-6 is mid-epoch
@@ -151,16 +222,18 @@ def test_train_vq_exact_resume_after_sigkill_mid_epoch(workdir, streaming):  # n
             "--train_data_dir", str(workdir / "images"), "--model_config", str(workdir / "vq.json"),
             "--output_dir", str(out), "--train_batch_size", "4", "--checkpointing_steps", "2", "--use_ema",
             "--random_flip", "--random_crop", "--resize_to", "18", "--max_train_steps", "8" if streaming else "6",
+            "--logging_steps", "1",
         ] + (["--streaming"] if streaming else [])  # fmt: skip
 
     run_in_process("train_bar_vq", args(workdir / f"vq_ref_{tag}"))
-    killed = run_script(
-        "train_bar_vq", args(workdir / f"vq_mid_{tag}"), env={"BAR_HF_SIGKILL_AT_STEP": "7" if streaming else "3"}
-    )
-    assert killed.returncode == -9
-    last = read_checkpoint_marker(workdir / f"vq_mid_{tag}" / ("checkpoint-6" if streaming else "checkpoint-2"))
+    out = workdir / f"vq_mid_{tag}"
+    # killed as it was about to write the last checkpoint: the steps since the one before are lost
+    killed = run_killed("before-checkpoint", 8 if streaming else 4, "train_bar_vq", args(out))
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    last = read_checkpoint_marker(out / ("checkpoint-6" if streaming else "checkpoint-2"))
     assert (last["epoch"], last["batches_in_epoch"]) == ((1, 1) if streaming else (0, 2))  # mid-epoch
-    run_in_process("train_bar_vq", [*args(workdir / f"vq_mid_{tag}"), "--resume_from_checkpoint", "latest"])
+    steps = resume_in_process("train_bar_vq", args(out), out, "train_bar_vq", last["global_step"])
+    assert steps == ([7, 8] if streaming else [3, 4, 5, 6])
     for step in (8,) if streaming else (4, 6):
         a, b = workdir / f"vq_ref_{tag}" / f"checkpoint-{step}", workdir / f"vq_mid_{tag}" / f"checkpoint-{step}"
         assert_same_checkpoint(a, b)
@@ -171,14 +244,15 @@ def test_train_vq_exact_resume_after_sigkill_mid_epoch(workdir, streaming):  # n
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+@pytest.mark.slow
 def test_pretokenize_exact_after_sigkill(workdir, tokens, trained_vq):  # noqa: F811
     out = workdir / "tokens_killed"
     args = [
         "--vqvae_model_name_or_path", str(trained_vq), "--train_data_dir", str(workdir / "images"),
         "--output_dir", str(out), "--batch_size", "5", "--shard_size", "7",
     ]  # fmt: skip
-    killed = run_script("pretokenize", args, env={"BAR_HF_SIGKILL_AFTER_SHARD": "1"})
-    assert killed.returncode == -9
+    killed = run_killed("shard", 1, "pretokenize", args)
+    assert killed.returncode == -9, killed.stderr[-3000:]
     assert sorted(p.name for p in (out / "shards").glob("shard-*")) == ["shard-00000", "shard-00001"]
     assert not (out / "metadata.json").exists()  # an unfinished folder is recognisable
     run_in_process("pretokenize", args)
@@ -350,7 +424,7 @@ def test_fashion_mnist_dir_flag(tmp_path):
     for script, extra in required.items():
         argv = ["--dataset_name", "fashion_mnist_local", "--fashion_mnist_dir", str(tmp_path), "--output_dir", "o"]
         assert load_script(script).parse_args(argv + extra).fashion_mnist_dir == str(tmp_path)
-        assert load_script(script).parse_args(argv[:2] + argv[4:] + extra).fashion_mnist_dir == FASHION_MNIST_DIR
+        assert load_script(script).parse_args(argv[:2] + argv[4:] + extra).fashion_mnist_dir == DEBIAN_FASHION_MNIST_DIR
     with pytest.raises(FileNotFoundError, match="nowhere"):
         load_image_dataset("fashion_mnist_local", fashion_mnist_dir=tmp_path / "nowhere")
 

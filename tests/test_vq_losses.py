@@ -44,8 +44,7 @@ def images(batch=4, channels=3, size=16, seed=0):
 
 
 def fmnist_classifier():
-    sys.path.insert(0, str(ROOT / "examples"))
-    from fashion_mnist_classifier import load_classifier
+    from bar_hf.evaluation.fashion_mnist_classifier import load_classifier
 
     return load_classifier(str(FMNIST_CLASSIFIER))
 

@@ -2,17 +2,17 @@
 SIGKILL with the discriminator on, decoder-only fine-tuning keeps the tokens, clear errors, two processes."""
 
 import json
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
+from example_scripts import EXAMPLES, load_script, one_thread_env, run_killed, script_path
 from PIL import Image
 from safetensors.torch import load_file
-from test_examples import EXAMPLES, VQ_CONFIG, load_script
-from test_training_reliability import assert_same_checkpoint, run_in_process, run_script
+from test_examples import VQ_CONFIG
+from test_training_reliability import assert_same_checkpoint, resume_in_process, run_in_process
 from test_vq_losses import FMNIST_CLASSIFIER, tiny_convnext, tiny_vit
 
 from bar_hf import BARVQModel
@@ -72,12 +72,13 @@ def test_discriminator_warm_up_and_alternation(gan_reference):
     assert changed and not frozen
 
 
+@pytest.mark.slow
 def test_exact_resume_after_sigkill_with_discriminator(gan_dir, gan_reference):
     out = gan_dir / "killed"
-    killed = run_script("train_bar_vq", [str(a) for a in gan_args(gan_dir, out)], env={"BAR_HF_SIGKILL_AT_STEP": "5"})
+    killed = run_killed("before-checkpoint", 6, "train_bar_vq", gan_args(gan_dir, out))  # step 5 (D) and 6 (G) lost
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert read_checkpoint_marker(out / "checkpoint-4")["global_step"] == 4
-    run_in_process("train_bar_vq", [*gan_args(gan_dir, out), "--resume_from_checkpoint", "latest"])
+    assert resume_in_process("train_bar_vq", gan_args(gan_dir, out), out, "train_bar_vq", 4) == [5, 6]
     a, b = gan_reference / "checkpoint-6", out / "checkpoint-6"
     assert_same_checkpoint(a, b)
     da, db = load_file(a / "model_1.safetensors"), load_file(b / "model_1.safetensors")
@@ -163,14 +164,15 @@ def test_bad_gan_flags_are_rejected_up_front(flags, message, capsys):
     assert error.value.code == 2 and message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_two_processes_with_discriminator(gan_dir):
     out = gan_dir / "ddp"
     argv = [str(a) for a in gan_args(gan_dir, out)]
     argv[argv.index("--train_batch_size") + 1] = "2"
     argv[argv.index("--max_train_steps") + 1] = "5"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(EXAMPLES / "train_bar_vq.py"), *argv]  # fmt: skip
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
+               str(script_path("train_bar_vq")), *argv]  # fmt: skip
+    environment = one_thread_env({"ACCELERATE_USE_CPU": "1"})
     result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     marker = read_checkpoint_marker(out / "checkpoint-4")
@@ -187,9 +189,9 @@ def test_two_processes_with_discriminator(gan_dir):
 )
 def test_recipe_scripts_use_existing_flags(script):
     """The tokenizer recipes' `train_bar_vq.py` command lines parse and validate (flags exist, values are valid)."""
-    text = (EXAMPLES / "configs" / script).read_text().replace("\\\n", " ")
-    line = next(line for line in text.splitlines() if "examples/train_bar_vq.py" in line)
-    argv = line.split("examples/train_bar_vq.py", 1)[1].replace('"$@"', "").replace('"$OUT"', "o")
+    text = (EXAMPLES / "tokenizer" / "configs" / script).read_text().replace("\\\n", " ")
+    line = next(line for line in text.splitlines() if "examples/tokenizer/train_bar_vq.py" in line)
+    argv = line.split("examples/tokenizer/train_bar_vq.py", 1)[1].replace('"$@"', "").replace('"$OUT"', "o")
     argv = argv.replace('"$STEPS"', "900").replace('"$LOSS_CLASSIFIER"', "c.safetensors").split()
     args = load_script("train_bar_vq").parse_args(argv)
     if script.startswith("imagenet"):

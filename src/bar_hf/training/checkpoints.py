@@ -1,8 +1,10 @@
-"""Atomic training checkpoints and exact resume: `checkpoint-N` folders with a completion marker, and the batches of
-an epoch replayed so a resumed run continues bit for bit like an uninterrupted one (CPU, fixed seeds)."""
+"""Atomic training checkpoints and exact resume: `checkpoint-N` folders with a completion marker (sizes and SHA-256 of
+every file, verified before a resume), and the batches of an epoch replayed so a resumed run continues bit for bit like
+an uninterrupted one (CPU, fixed seeds, one thread: see docs/guides/training.md)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -15,20 +17,48 @@ import torch
 logger = logging.getLogger(__name__)
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-#: Written last into a checkpoint folder (before the folder gets its final name): the training position and the size
-#: of every file, so that a folder missing it, or with a missing or truncated file, is never resumed from.
+#: Written last into a checkpoint folder (before the folder gets its final name): the training position, the size of
+#: every file (`files`) and its SHA-256 (`sha256`), so that a folder missing it, or with a missing or truncated file, is
+#: never resumed from, and one whose bytes changed is refused by [`verify_checkpoint`].
 CHECKPOINT_MARKER = "checkpoint_complete.json"
 _TMP_PREFIX = ".tmp-"
 
 
-def fault_point(variable: str, step: int) -> None:
-    """Test hook: SIGKILL this process when the environment variable `variable` equals `step` (the scripts use
-    `BAR_HF_SIGKILL_AT_STEP`, after a step and its checkpoint, and `BAR_HF_SIGKILL_DURING_SAVE`, after a checkpoint's
-    files were written but before it is marked complete)."""
-    if os.environ.get(variable) == str(step):
-        import signal
+class CorruptCheckpointError(ValueError):
+    """A checkpoint file whose SHA-256 differs from the one recorded in the completion marker."""
 
-        os.kill(os.getpid(), signal.SIGKILL)
+
+def file_sha256(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_checkpoint(path: str | os.PathLike) -> dict:
+    """The completion marker of a complete checkpoint after checking every file against its recorded SHA-256.
+
+    Raises a `ValueError` when the checkpoint is incomplete and a [`CorruptCheckpointError`] naming the first file
+    whose content changed (e.g. a flipped bit: same size, other bytes). Markers written before checksums were recorded
+    (sizes only) are accepted with a warning."""
+    path = Path(path)
+    marker = read_checkpoint_marker(path)
+    if marker is None:
+        raise ValueError(f"{path} is not a complete checkpoint (no valid {CHECKPOINT_MARKER}).")
+    checksums = marker.get("sha256")
+    if checksums is None:
+        logger.warning("%s records no checksums (written by an older version): its content is not verified", path)
+        return marker
+    for name, expected in sorted(checksums.items()):
+        actual = file_sha256(path / name)
+        if actual != expected:
+            raise CorruptCheckpointError(
+                f"checkpoint file {path / name} is corrupt: its SHA-256 is {actual}, the completion marker recorded "
+                f"{expected} when it was written; resume from another checkpoint (`--resume_from_checkpoint "
+                "checkpoint-<step>`) or delete this one."
+            )
+    return marker
 
 
 def read_checkpoint_marker(path: str | os.PathLike) -> dict | None:
@@ -118,11 +148,16 @@ def _fsync(path: Path) -> None:
 
 
 def _finalize_checkpoint(tmp: Path, final: Path, marker: dict) -> None:
-    """fsync the files of `tmp`, write the marker (with every file's size) last, then rename `tmp` to `final`."""
+    """fsync the files of `tmp`, write the marker (with every file's size and SHA-256) last, then rename `tmp` to
+    `final`."""
     files = sorted(p for p in tmp.rglob("*") if p.is_file())
     for file in files:
         _fsync(file)
-    marker = {**marker, "files": {str(p.relative_to(tmp)): p.stat().st_size for p in files}}
+    marker = {
+        **marker,
+        "files": {str(p.relative_to(tmp)): p.stat().st_size for p in files},
+        "sha256": {str(p.relative_to(tmp)): file_sha256(p) for p in files},
+    }
     (tmp / CHECKPOINT_MARKER).write_text(json.dumps(marker, indent=2))
     _fsync(tmp / CHECKPOINT_MARKER)
     _fsync(tmp)
@@ -147,7 +182,6 @@ def save_training_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
-    fault_point("BAR_HF_SIGKILL_DURING_SAVE", progress.global_step)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         _finalize_checkpoint(tmp, final, progress.state_dict())
@@ -173,13 +207,19 @@ class TrainingProgress:
 
 
 def resume_training_state(accelerator, output_dir: Path, resume: str | None) -> TrainingProgress:
-    """Load `--resume_from_checkpoint` (if any: model, optimizer, LR scheduler, RNG states, registered objects) and
-    return the [`TrainingProgress`] it was saved at."""
+    """Load `--resume_from_checkpoint` (if any: model, optimizer, LR scheduler, RNG states, registered objects) after
+    verifying its checksums ([`verify_checkpoint`]) and return the [`TrainingProgress`] it was saved at.
+
+    `"latest"` without any complete checkpoint in `output_dir` starts from step 0 and says so (logged and printed)."""
     checkpoint = resolve_resume_checkpoint(output_dir, resume)
     if checkpoint is None:
+        if resume is not None:
+            message = f"no checkpoint found in {output_dir}, starting from step 0"
+            logger.warning(message)
+            accelerator.print(message)
         return TrainingProgress()
-    accelerator.print(f"resuming from {checkpoint}")
-    marker = read_checkpoint_marker(checkpoint)
+    marker = verify_checkpoint(checkpoint)
+    accelerator.print(f"resuming from {checkpoint} (step {marker['global_step']})")
     accelerator.load_state(str(checkpoint))
     return TrainingProgress(marker["global_step"], marker["epoch"], marker["batches_in_epoch"])
 

@@ -22,7 +22,9 @@ FASHION_MNIST_CLASSES = [
     "Bag",
     "Ankle boot",
 ]
-FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+#: Where Debian's `dataset-fashion-mnist` installs the IDX files: the default of the scripts' `--fashion_mnist_dir`
+#: flags only (every function here takes the folder as an argument; none defaults to it).
+DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -34,8 +36,9 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
-def read_fashion_mnist(split: str = "train", root: str | os.PathLike = FASHION_MNIST_DIR):
-    """Read Fashion-MNIST IDX files (Debian's `dataset-fashion-mnist`): uint8 images `(N, 28, 28)` and labels `(N,)`."""
+def read_fashion_mnist(split: str, root: str | os.PathLike):
+    """Read the Fashion-MNIST IDX files of `split` (`"train"` or `"test"`) in the folder `root` (e.g. Debian's
+    `dataset-fashion-mnist`, [`DEBIAN_FASHION_MNIST_DIR`]): uint8 images `(N, 28, 28)` and labels `(N,)`."""
     prefix = {"train": "train", "test": "t10k"}.get(split)
     if prefix is None:
         raise ValueError(f"`split` must be 'train' or 'test', got {split!r}.")
@@ -48,8 +51,9 @@ def read_fashion_mnist(split: str = "train", root: str | os.PathLike = FASHION_M
     return _read_idx(images_path), _read_idx(root / f"{prefix}-labels-idx1-ubyte.gz").astype(np.int64)
 
 
-def fashion_mnist_dataset(split: str = "train", root: str | os.PathLike = FASHION_MNIST_DIR):
-    """Fashion-MNIST as a `datasets.Dataset` with `image` (PIL, mode L) and `label` (ClassLabel, standard ids)."""
+def fashion_mnist_dataset(split: str, root: str | os.PathLike):
+    """Fashion-MNIST (the IDX files in `root`) as a `datasets.Dataset` with `image` (PIL, mode L) and `label`
+    (ClassLabel, standard ids)."""
     import datasets
 
     images, labels = read_fashion_mnist(split, root)
@@ -83,11 +87,11 @@ def load_image_dataset(
     split: str = "train",
     streaming: bool = False,
     cache_dir: str | None = None,
-    fashion_mnist_dir: str | os.PathLike = FASHION_MNIST_DIR,
+    fashion_mnist_dir: str | os.PathLike | None = None,
 ):
     """A `datasets` dataset of images: a Hub name, a folder saved with `save_to_disk`, the special name
-    `fashion_mnist_local` (the IDX files of Debian's `dataset-fashion-mnist` in `fashion_mnist_dir`), or an
-    `imagefolder` directory (`train_data_dir`)."""
+    `fashion_mnist_local` (the IDX files in `fashion_mnist_dir`, required with that name), or an `imagefolder`
+    directory (`train_data_dir`)."""
     import datasets
 
     if train_data_dir is not None:
@@ -97,6 +101,8 @@ def load_image_dataset(
     if dataset_name is None:
         raise ValueError("one of `dataset_name` or `train_data_dir` is required.")
     if dataset_name == "fashion_mnist_local":
+        if fashion_mnist_dir is None:
+            raise ValueError("`fashion_mnist_local` needs `fashion_mnist_dir`, the folder of the IDX files.")
         dataset = fashion_mnist_dataset("test" if split == "test" else "train", fashion_mnist_dir)
         return dataset.to_iterable_dataset() if streaming else dataset
     if os.path.isdir(dataset_name) and os.path.exists(os.path.join(dataset_name, "dataset_info.json")):

@@ -13,7 +13,7 @@ __all__ = ["add_lora_args", "save_lora_output", "setup_lora_training"]
 
 
 def add_lora_args(parser) -> None:
-    """`--lora_rank` and friends for `examples/train_bar.py`."""
+    """`--lora_rank` and friends for `examples/generator/train_bar.py`."""
     group = parser.add_argument_group("LoRA (needs peft; trains and saves only the adapter)")
     group.add_argument("--lora_rank", type=int, default=None, help="train a LoRA adapter of this rank")
     group.add_argument("--lora_alpha", type=float, default=None, help="LoRA alpha (default: the rank, scale 1)")

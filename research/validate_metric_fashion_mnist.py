@@ -7,7 +7,7 @@ larger ones when the test images are blurred, noised, or restricted to one class
 
 Example (the numbers in docs/guides/evaluation.md; ~12 minutes on one CPU thread)::
 
-    python examples/validate_metric_fashion_mnist.py --num-samples 500 --threads 1 --output outputs/fmnist_validation.json
+    python research/validate_metric_fashion_mnist.py --num-samples 500 --threads 1 --output outputs/fmnist_validation.json
 """
 
 from __future__ import annotations
@@ -22,13 +22,15 @@ import torch
 from PIL import Image, ImageFilter
 
 from bar_hf import evaluation as ev
+from bar_hf.training.data import DEBIAN_FASHION_MNIST_DIR, read_fashion_mnist
 from bar_hf.training.data import FASHION_MNIST_CLASSES as CLASS_NAMES
-from bar_hf.training.data import FASHION_MNIST_DIR, read_fashion_mnist
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=FASHION_MNIST_DIR, help="folder with the Fashion-MNIST IDX .gz files")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--data-dir", default=DEBIAN_FASHION_MNIST_DIR, help="folder with the Fashion-MNIST IDX .gz files")
     parser.add_argument("--num-samples", type=int, default=500, help="images per side (train and each test variant)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the subset choice and of the noise")
     parser.add_argument("--blur-radius", type=float, default=1.0, help="Gaussian blur radius in pixels (28x28 images)")

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Train the BAR-FSQ tokenizer (`BARVQModel`) on a `datasets` image dataset with accelerate.
 
-    accelerate launch examples/train_bar_vq.py --dataset_name fashion_mnist_local \
-        --model_config examples/configs/vq_fashion_mnist.json --output_dir runs/vq --max_train_steps 6000
+    accelerate launch examples/tokenizer/train_bar_vq.py --dataset_name fashion_mnist_local \
+        --model_config examples/tokenizer/configs/vq_fashion_mnist.json --output_dir runs/vq --max_train_steps 6000
 
 Losses (docs/method.md §2.6): `--l1_weight`·L1 + `--l2_weight`·MSE always; `--distill_weight` (SigLIP2 feature
 distillation through the decoder's projector) and `--gram_weight` (VGG16 Gram loss) need pretrained networks: they are
@@ -20,8 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
-from pathlib import Path
+import time
 
 import torch
 import torch.nn.functional as F
@@ -30,9 +29,9 @@ from tqdm.auto import tqdm
 
 from bar_hf import BARVQModel
 from bar_hf.models.vq_model import FSQ_SHIFT
-from bar_hf.training.checkpoints import fault_point, resume_training_state, save_training_checkpoint, training_batches
+from bar_hf.training.checkpoints import resume_training_state, save_training_checkpoint, training_batches
 from bar_hf.training.data import (
-    FASHION_MNIST_DIR,
+    DEBIAN_FASHION_MNIST_DIR,
     AugmentationState,
     dummy_image_dataset,
     image_to_tensor,
@@ -67,13 +66,15 @@ logger = logging.getLogger(__name__)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     data = parser.add_argument_group("data")
     data.add_argument("--dataset_name", default=None, help="Hub dataset, save_to_disk folder or 'fashion_mnist_local'")
     data.add_argument("--dataset_config_name", default=None)
     data.add_argument("--train_data_dir", default=None, help="an imagefolder directory")
     data.add_argument(
-        "--fashion_mnist_dir", default=FASHION_MNIST_DIR, help="IDX files read by --dataset_name fashion_mnist_local"
+        "--fashion_mnist_dir", default=DEBIAN_FASHION_MNIST_DIR, help="IDX files read by --dataset_name fashion_mnist_local"
     )
     data.add_argument("--image_column", default="image")
     data.add_argument("--streaming", action="store_true")
@@ -152,7 +153,7 @@ def add_perceptual_and_adversarial_args(parser: argparse.ArgumentParser) -> None
         "--logit_model",
         default="facebook/convnext-small-224",
         help="transformers image classifier id/folder, or a Fashion-MNIST classifier .safetensors file "
-        "(examples/fashion_mnist_classifier.py)",
+        "(examples/fashion_mnist/fashion_mnist_classifier.py)",
     )
     perc.add_argument("--logit_image_size", type=int, default=224, help="classifier input size (bicubic+antialias)")
     adv = parser.add_argument_group("adversarial loss (docs/method.md §2.6; the authors: 0.05 from step 100k)")
@@ -344,8 +345,7 @@ def build_logit_loss(args: argparse.Namespace) -> ClassifierLogitLoss:
     if name.endswith(".safetensors"):
         if not os.path.isfile(name):
             raise ValueError(f"`--logit_model` {name!r} is not a file (a Fashion-MNIST classifier .safetensors).")
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from fashion_mnist_classifier import load_classifier
+        from bar_hf.evaluation.fashion_mnist_classifier import load_classifier
 
         try:
             classifier = load_classifier(name)
@@ -527,7 +527,9 @@ def freeze_token_mapping(model: BARVQModel) -> None:
     model.quantize.in_proj.requires_grad_(False)
 
 
-def main(args: argparse.Namespace) -> None:
+def main(args: argparse.Namespace, step_hook=None) -> None:
+    """Train and save `<output_dir>/vqvae`. `step_hook(global_step, seconds)`, when given, is called after each
+    global step with the wall time of its update (forward, backward, optimizer; not logging or checkpointing)."""
     validate_args(args)
     accelerator, output_dir, repo_id = create_accelerator(args, "train_bar_vq")
     model = build_model(args)
@@ -563,7 +565,7 @@ def main(args: argparse.Namespace) -> None:
     progress = resume_training_state(accelerator, output_dir, args.resume_from_checkpoint)
     gan = (discriminator, d_optimizer, d_scheduler)
     training_loop(args, accelerator, model, ema, dataloader, crop, optimizer, lr_scheduler, extra, gan, augmentation,
-                  progress, output_dir)  # fmt: skip
+                  progress, output_dir, step_hook)  # fmt: skip
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -572,9 +574,9 @@ def main(args: argparse.Namespace) -> None:
 
 
 def training_loop(args, accelerator, model, ema, dataloader, crop, optimizer, lr_scheduler, extra, gan, augmentation,
-                  progress, output_dir) -> None:  # fmt: skip
+                  progress, output_dir, step_hook=None) -> None:  # fmt: skip
     """Batches until `--max_train_steps`: generator steps, and from `--disc_start_step` on (with a discriminator)
-    alternating D and G steps, each one global step; logging, checkpoints and the SIGKILL test hook."""
+    alternating D and G steps, each one global step; logging, checkpoints and `step_hook` (see `main`)."""
     discriminator, d_optimizer, d_scheduler = gan
     adversarial = (
         None if discriminator is None else adversarial_term(accelerator, discriminator, augmentation.generator)
@@ -588,7 +590,9 @@ def training_loop(args, accelerator, model, ema, dataloader, crop, optimizer, lr
     batches = (
         training_batches(accelerator, dataloader, progress) if progress.global_step < args.max_train_steps else []
     )
+    seconds = 0.0
     for batch in batches:
+        started = time.perf_counter()
         images = random_crop_flip(batch["pixel_values"], crop, args.random_flip, augmentation.generator)
         step = progress.global_step  # 0-based index of this update
         if is_discriminator_step(args, step):
@@ -600,6 +604,7 @@ def training_loop(args, accelerator, model, ema, dataloader, crop, optimizer, lr
             active = adversarial if discriminator is not None and step >= args.disc_start_step else None
             loss, logs = train_step(images, model, args, extra, accelerator, optimizer, lr_scheduler, active)
             if not accelerator.sync_gradients:
+                seconds += time.perf_counter() - started
                 continue
             if ema is not None:
                 ema.step(model.parameters())
@@ -607,12 +612,16 @@ def training_loop(args, accelerator, model, ema, dataloader, crop, optimizer, lr
             d_scheduler.step()
         progress.global_step += 1
         global_step = progress.global_step
+        if step_hook is not None:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            step_hook(global_step, seconds + time.perf_counter() - started)
+            seconds = 0.0
         bar.update(1)
         if global_step % args.logging_steps == 0:
             log_step(accelerator, bar, global_step, loss, logs, lr_scheduler, d_scheduler)
         if global_step % args.checkpointing_steps == 0:
             save_training_checkpoint(accelerator, output_dir, progress, args.checkpoints_total_limit)
-        fault_point("BAR_HF_SIGKILL_AT_STEP", global_step)
         if global_step >= args.max_train_steps:
             break
 

@@ -2,7 +2,7 @@
 """Encode an image dataset once with a `BARVQModel`: every image and its horizontal flip become packed bit tensors
 stored as a `datasets` dataset (Arrow), as the authors' pretokenized ImageNet (docs/method.md §7).
 
-    accelerate launch examples/pretokenize.py --vqvae_model_name_or_path runs/vq/vqvae \
+    accelerate launch examples/generator/pretokenize.py --vqvae_model_name_or_path runs/vq/vqvae \
         --dataset_name fashion_mnist_local --output_dir runs/tokens
 
 Work is split into shards (`--shard_size` images); each process writes its own shards and skips finished ones, so
@@ -29,19 +29,20 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from bar_hf import BARVQModel
-from bar_hf.training.checkpoints import fault_point
-from bar_hf.training.data import FASHION_MNIST_DIR, dummy_image_dataset, image_to_tensor, load_image_dataset
+from bar_hf.training.data import DEBIAN_FASHION_MNIST_DIR, dummy_image_dataset, image_to_tensor, load_image_dataset
 from bar_hf.training.utils import AT_LEAST_1, check_columns, check_flags, parse_and_validate, tokenizer_fingerprint
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--vqvae_model_name_or_path", required=True)
     parser.add_argument("--dataset_name", default=None)
     parser.add_argument("--dataset_config_name", default=None)
     parser.add_argument("--train_data_dir", default=None)
     parser.add_argument(
-        "--fashion_mnist_dir", default=FASHION_MNIST_DIR, help="IDX files read by --dataset_name fashion_mnist_local"
+        "--fashion_mnist_dir", default=DEBIAN_FASHION_MNIST_DIR, help="IDX files read by --dataset_name fashion_mnist_local"
     )
     parser.add_argument("--use_dummy_data", action="store_true")
     parser.add_argument("--split", default="train")
@@ -183,7 +184,6 @@ def encode_shards(vq, dataset, args, shard_root: Path, num_shards: int, total: i
         shutil.rmtree(tmp, ignore_errors=True)
         part.save_to_disk(str(tmp))
         tmp.rename(target)
-        fault_point("BAR_HF_SIGKILL_AFTER_SHARD", shard)
 
 
 def merge_shards(vq, dataset, args, output: Path, num_shards: int, fingerprint: str, accelerator) -> None:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Sample N images per class from a `BARPipeline` for evaluation, across processes.
 
-    accelerate launch examples/sample_bar.py --model org/bar-b --num_images_per_class 50 --output_dir samples \
+    accelerate launch examples/sampling/sample_bar.py --model org/bar-b --num_images_per_class 50 --output_dir samples \
         --save_npz samples/bar_b.npz
 
 Image `i` has class `classes[i % C]` (classes cycled, as the authors' 50-per-class ImageNet protocol) and its own
@@ -9,12 +9,17 @@ generator seeded with `seed + i`, so the result does not depend on the number of
 process samples its share (`i % world_size == rank`), writes `images/<i>.png`, and skips images already written
 (resumable). `--save_npz` gathers all PNGs into an ADM-evaluator batch: `arr_0` uint8 NHWC (grayscale replicated to
 3 channels) and `arr_1` the class ids. Sampling settings default to the ones saved with the pipeline.
+
+Several processes (`accelerate launch --num_processes N` or `torchrun --nproc_per_node N`) split the plan on GPUs and,
+with gloo, on a CPU-only machine too ([`distributed_state`]). The summary printed by each process says which images
+it wrote.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +32,9 @@ from bar_hf import BARPipeline, bundled_model_path
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--model", default=None, help="pipeline folder or Hub id (default: the bundled model)")
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--num_images_per_class", type=int, default=50)
@@ -57,12 +64,20 @@ def sample_plan(num_classes: int, classes: list[int] | None, per_class: int, see
     return [(i, classes[i % len(classes)], seed + i) for i in range(total)]
 
 
+def distributed_state() -> PartialState:
+    """The processes of this launch. Without CUDA, `PartialState()` ignores a multi-process launch (one process,
+    `DistributedType.NO`: every process would sample the whole plan); `cpu=True` makes it a gloo `MULTI_CPU` group
+    of `WORLD_SIZE` processes."""
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return PartialState(cpu=launched and not torch.cuda.is_available())
+
+
 def to_uint8_rgb(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
 def main(args: argparse.Namespace) -> dict:
-    state = PartialState()
+    state = distributed_state()
     out = Path(args.output_dir)
     image_dir = out / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
@@ -90,7 +105,14 @@ def main(args: argparse.Namespace) -> dict:
             image.save(tmp, format="PNG")
             tmp.rename(image_dir / f"{index:06d}.png")
     state.wait_for_everyone()
-    summary = {"num_images": len(plan), "written_by_this_process": len(todo), "output_dir": str(image_dir)}
+    summary = {
+        "num_images": len(plan),
+        "process_index": state.process_index,
+        "num_processes": state.num_processes,
+        "written_by_this_process": len(todo),
+        "written_indices": [index for index, _, _ in todo],
+        "output_dir": str(image_dir),
+    }
     if state.is_main_process:
         labels = {index: label for index, label, _ in plan}
         (out / "labels.json").write_text(json.dumps({f"{i:06d}.png": c for i, c in labels.items()}))

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Measure the head-step trade-off of a `BARPipeline`: quality vs head calls per image for bit schedules.
 
-    python examples/scheduler_sweep.py --output_dir runs/sweep --num_images 500
-    python examples/scheduler_sweep.py --output_dir /tmp/sweep_quick --quick      # seconds, tiny random model
+    python research/scheduler_sweep.py --output_dir runs/sweep --num_images 500
+    python research/scheduler_sweep.py --output_dir /tmp/sweep_quick --quick      # seconds, tiny random model
 
 For every setting (head steps S = 1, 2, 3, 4, 6, k under the allocation rules, the authors' small-first allocation,
 both fixed scheduler classes, a few temperatures, and `BARAdaptiveBitScheduler` at thresholds calibrated so that its
@@ -19,21 +19,19 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from sweep_plots import image_grid, quality_plot  # a sibling module: this script's folder is on sys.path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from sweep_plots import image_grid, quality_plot  # noqa: E402
-
-import bar_hf  # noqa: E402
-from bar_hf.evaluation.metrics import compute_metrics, compute_reference_statistics  # noqa: E402
-from bar_hf.schedulers.scheduling_bar import MASK_BIT  # noqa: E402
+import bar_hf
+from bar_hf.evaluation.fashion_mnist_classifier import load_classifier, per_class_accuracy
+from bar_hf.evaluation.metrics import compute_metrics, compute_reference_statistics
+from bar_hf.schedulers.scheduling_bar import MASK_BIT
+from bar_hf.training.data import DEBIAN_FASHION_MNIST_DIR, read_fashion_mnist
 
 CLASSIFIER = Path(__file__).resolve().parents[1] / "tests" / "data" / "fmnist_classifier.safetensors"
 ADAPTIVE_THRESHOLDS = (0.6, 0.8, 0.9, 0.95, 0.98, 0.995)
@@ -88,7 +86,9 @@ def default_settings(k: int, authors_allocation: list[int] | None) -> list[Setti
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--model", default=None, help="pipeline folder (default: the bundled model)")
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--num_images", type=int, default=500, help="images per setting (classes cycled)")
@@ -104,6 +104,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timing_batch", type=int, default=10)
     parser.add_argument("--grid_images", type=int, default=10, help="images per row of the seed grid")
     parser.add_argument("--feature_batch_size", type=int, default=50)
+    parser.add_argument(
+        "--fashion_mnist_dir", default=DEBIAN_FASHION_MNIST_DIR, help="folder of the Fashion-MNIST IDX .gz files"
+    )
     parser.add_argument("--quick", action="store_true", help="tiny random model, pixel features: a smoke test")
     args = parser.parse_args(argv)
     for name in ("num_images", "batch_size", "num_reference", "calibration_images", "timing_batch", "grid_images"):
@@ -145,9 +148,7 @@ def reference_images(args: argparse.Namespace, size: int) -> np.ndarray:
 
     if args.quick:
         return np.random.default_rng(0).integers(0, 256, (args.num_reference, size, size, 3), dtype=np.uint8)
-    from bar_hf.training.data import read_fashion_mnist
-
-    images, _ = read_fashion_mnist("test")
+    images, _ = read_fashion_mnist("test", args.fashion_mnist_dir)
     out = [np.asarray(Image.fromarray(x).resize((size, size), Image.BICUBIC).convert("RGB")) for x in images]
     return np.stack(out[: args.num_reference])
 
@@ -239,8 +240,6 @@ def threshold_for(calibration: dict[float, float], target: float) -> float:
 def class_accuracy(classifier_path: str | None, images: np.ndarray, labels: list[int]) -> float | None:
     if not classifier_path or not Path(classifier_path).exists():
         return None
-    from fashion_mnist_classifier import load_classifier, per_class_accuracy
-
     return per_class_accuracy(load_classifier(classifier_path), images, np.array(labels))["mean"]
 
 

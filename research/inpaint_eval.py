@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Measure `BARInpaintPipeline` on real Fashion-MNIST test images: masks × orders × (true / swapped class).
 
-    python examples/inpaint_eval.py --output_dir runs/inpaint_eval                  # 500 images, bundled model
-    python examples/inpaint_eval.py --output_dir /tmp/inpaint_quick --quick         # seconds, tiny random model
+    python research/inpaint_eval.py --output_dir runs/inpaint_eval                  # 500 images, bundled model
+    python research/inpaint_eval.py --output_dir /tmp/inpaint_quick --quick         # seconds, tiny random model
 
 For the first `--num_images` test images and every mask (`center`, `bottom_half`, `random_box` seeded per image) and
 order (`kept_first`, `raster`) it completes each image twice with per-image seeds (`seed + i`): with its true class
@@ -19,28 +19,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from scheduler_sweep import CLASSIFIER, dummy_features, tiny_pipeline  # a sibling script (its folder is on sys.path)
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from scheduler_sweep import CLASSIFIER, dummy_features, tiny_pipeline  # noqa: E402
-
-import bar_hf  # noqa: E402
-from bar_hf.cli import make_grid  # noqa: E402
-from bar_hf.evaluation.metrics import compute_metrics, compute_reference_statistics  # noqa: E402
-from bar_hf.masks import make_mask  # noqa: E402
+import bar_hf
+from bar_hf.cli import make_grid
+from bar_hf.evaluation.fashion_mnist_classifier import load_classifier, preprocess
+from bar_hf.evaluation.metrics import compute_metrics, compute_reference_statistics
+from bar_hf.masks import make_mask
+from bar_hf.training.data import DEBIAN_FASHION_MNIST_DIR, read_fashion_mnist
 
 MASKS = ("center", "bottom_half", "random_box")
 ORDERS = ("kept_first", "raster")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--model", default=None, help="pipeline folder (default: the bundled model)")
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--num_images", type=int, default=500, help="Fashion-MNIST test images (the first ones)")
@@ -65,6 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--reference_stats_cache", default=None, help="FID reference .npz (default: OUTPUT_DIR/reference_N.npz)"
     )
+    parser.add_argument(
+        "--fashion_mnist_dir", default=DEBIAN_FASHION_MNIST_DIR, help="folder of the Fashion-MNIST IDX .gz files"
+    )
     parser.add_argument("--quick", action="store_true", help="tiny random model, noise images, pixel features")
     args = parser.parse_args(argv)
     for name in ("num_images", "batch_size", "num_reference", "grid_images", "feature_batch_size"):
@@ -86,9 +89,7 @@ def test_images(args, size: int, count: int, offset: int = 0) -> tuple[torch.Ten
         return torch.rand(count, 1, size, size, generator=generator), [i % 10 for i in range(offset, offset + count)]
     from PIL import Image
 
-    from bar_hf.training.data import read_fashion_mnist
-
-    images, labels = read_fashion_mnist("test")
+    images, labels = read_fashion_mnist("test", args.fashion_mnist_dir)
     chosen = range(offset, offset + count)
     resized = [np.asarray(Image.fromarray(images[i]).resize((size, size), Image.BICUBIC)) for i in chosen]
     return torch.from_numpy(np.stack(resized)).float()[:, None] / 255, [int(labels[i]) for i in chosen]
@@ -120,8 +121,6 @@ def psnr(a: torch.Tensor, b: torch.Tensor, region: torch.Tensor) -> float | str:
 def classifier_predictions(path: str, images: np.ndarray) -> np.ndarray | None:
     if not path or not Path(path).exists():
         return None
-    from fashion_mnist_classifier import load_classifier, preprocess
-
     model = load_classifier(path).eval()
     with torch.no_grad():
         return torch.cat(

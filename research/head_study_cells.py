@@ -1,32 +1,27 @@
-"""The cells of `head_study.py`: train (through `head_study_runner.py` and the unchanged training scripts) and
-evaluate one tokenizer per bit width and one generator per (bit width, head)."""
+"""The cells of `head_study.py`: train (through the unchanged training scripts of `examples/`, run in this process)
+and evaluate one tokenizer per bit width and one generator per (bit width, head)."""
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import json
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from head_study_heads import generator_config  # sibling modules: this script's folder is on sys.path
+from sweep_plots import image_grid
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+import bar_hf
+from bar_hf.evaluation.fashion_mnist_classifier import per_class_accuracy
+from bar_hf.evaluation.metrics import compute_metrics
+from bar_hf.evaluation.reconstruction import reconstruction_metrics, to_uint8_rgb
+from bar_hf.training.data import image_to_tensor, read_fashion_mnist
 
-from evaluate_tokenizer import reconstruction_metrics, to_uint8_rgb  # noqa: E402
-from head_study_heads import generator_config  # noqa: E402
-from sweep_plots import image_grid  # noqa: E402
-
-import bar_hf  # noqa: E402
-from bar_hf.evaluation.metrics import compute_metrics  # noqa: E402
-from bar_hf.training.data import image_to_tensor, read_fashion_mnist  # noqa: E402
-
-#: Test hook: when set, `BAR_HF_SIGKILL_AT_STEP` reaches only the training of the cell with this name.
-FAULT_CELL_VARIABLE = "BAR_HF_HEAD_STUDY_FAULT_CELL"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def write_json(path: Path, value) -> None:
@@ -59,46 +54,42 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def timed(function, times: list[float]):
-    """`function` wrapped so that each call's wall time (CUDA synchronized) is appended to `times`."""
-
-    def wrapper(*args, **kwargs):
-        start = time.perf_counter()
-        result = function(*args, **kwargs)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-        return result
-
-    return wrapper
+#: The training scripts the cells run, by name (in `examples/`, loaded from their files).
+SCRIPTS = {
+    "train_bar_vq": EXAMPLES / "tokenizer" / "train_bar_vq.py",
+    "pretokenize": EXAMPLES / "generator" / "pretokenize.py",
+    "train_bar": EXAMPLES / "generator" / "train_bar.py",
+}
 
 
-def run_script(args, script: str, argv: list[str], out: Path, cell: str) -> dict:
-    """Run `examples/<script>.py`'s `main` (unchanged) in this process, timing its own `train_step`; returns and
-    writes `<out>/<script>_stats.json`: seconds per optimizer step of this invocation and its peak memory.
+def load_script(script: str):
+    """The module of `examples/.../<script>.py` (loaded from its file once; `main` and `parse_args` unchanged)."""
+    if script not in _LOADED:
+        spec = importlib.util.spec_from_file_location(f"bar_hf_example_{script}", SCRIPTS[script])
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _LOADED[script] = module
+    return _LOADED[script]
 
-    `BAR_HF_SIGKILL_AT_STEP` (the scripts' fault hook) is active only for the cell named by
-    `BAR_HF_HEAD_STUDY_FAULT_CELL` when that is set."""
-    module = importlib.import_module(script)
+
+_LOADED: dict = {}
+
+
+def run_script(args, script: str, argv: list[str], out: Path) -> dict:
+    """Run the training script `script`'s `main` (unchanged) in this process, timing its optimizer steps through its
+    `step_hook` (the scripts without one, `pretokenize`, report no step times); returns and writes
+    `<out>/<script>_stats.json`: seconds per optimizer step of this invocation and its peak memory."""
+    module = load_script(script)
     out.mkdir(parents=True, exist_ok=True)
     times: list[float] = []
-    original = getattr(module, "train_step", None)
-    fault = os.environ.get("BAR_HF_SIGKILL_AT_STEP")
-    if fault is not None and os.environ.get(FAULT_CELL_VARIABLE) not in (None, cell):
-        del os.environ["BAR_HF_SIGKILL_AT_STEP"]
-    if original is not None:
-        module.train_step = timed(original, times)
     exact_peak = reset_peak_rss()
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    try:
+    if script == "pretokenize":
         module.main(module.parse_args(argv))
-    finally:
-        if original is not None:
-            module.train_step = original
-        if fault is not None:
-            os.environ["BAR_HF_SIGKILL_AT_STEP"] = fault
+    else:
+        module.main(module.parse_args(argv), step_hook=lambda step, seconds: times.append(seconds))
     stats = {
         "script": script,
         "wall_seconds": time.perf_counter() - start,
@@ -168,7 +159,7 @@ def tokenizer_config(args, bits: int) -> dict:
 
 def train_tokenizer(args, bits: int, root: Path) -> dict:
     """`train_bar_vq.py` then `pretokenize.py` for one bit width (each skipped when already finished)."""
-    out, cell = root / "tokenizers" / f"k{bits}", f"tokenizer-k{bits}"
+    out = root / "tokenizers" / f"k{bits}"
     write_json(out / "vq_config.json", tokenizer_config(args, bits))
     stats = out / "train_bar_vq_stats.json"
     if not ((out / "vqvae" / "config.json").exists() and stats.exists()):
@@ -177,13 +168,13 @@ def train_tokenizer(args, bits: int, root: Path) -> dict:
                 *_common_flags(args, args.tokenizer_steps, args.train_batch_size, args.tokenizer_learning_rate, out)]  # fmt: skip
         if args.tokenizer_ema_decay:
             argv += ["--use_ema", "--ema_decay", str(args.tokenizer_ema_decay)]
-        run_script(args, "train_bar_vq", argv, out, cell)
+        run_script(args, "train_bar_vq", argv, out)
     tokens = root / "tokens" / f"k{bits}"
     if not (tokens / "metadata.json").exists():
         argv = [*_data_flags(args), "--vqvae_model_name_or_path", str(out / "vqvae"), "--output_dir", str(tokens),
                 "--batch_size", "500", "--shard_size", str(min(10000, args.pretokenize_images)),
                 "--max_images", str(args.pretokenize_images)]  # fmt: skip
-        run_script(args, "pretokenize", argv, tokens, cell)
+        run_script(args, "pretokenize", argv, tokens)
     return json.loads(stats.read_text())
 
 
@@ -219,7 +210,7 @@ def head_steps(head_type: str, bits: int) -> int:
 
 
 def train_generator(args, bits: int, head_type: str, width: int, root: Path) -> dict:
-    out, cell = root / "generators" / f"k{bits}-{head_type}", f"k{bits}-{head_type}"
+    out = root / "generators" / f"k{bits}-{head_type}"
     write_json(out / "model_config.json", generator_config(args, bits, head_type, width))
     stats = out / "train_bar_stats.json"
     if not ((out / "pipeline" / "model_index.json").exists() and stats.exists()):
@@ -228,7 +219,7 @@ def train_generator(args, bits: int, head_type: str, width: int, root: Path) -> 
                 "--adam_beta2", "0.96", "--adam_weight_decay", "0.03", "--seed", str(args.seed),
                 "--num_inference_steps", str(head_steps(head_type, bits)),
                 *_common_flags(args, args.generator_steps, args.train_batch_size, args.learning_rate, out)]  # fmt: skip
-        run_script(args, "train_bar", argv, out, cell)
+        run_script(args, "train_bar", argv, out)
     return json.loads(stats.read_text())
 
 
@@ -247,8 +238,6 @@ def sample(pipe, n: int, first_seed: int, setting: dict, steps: int, batch_size:
 
 
 def classifier_accuracy(classifier, images: np.ndarray, labels: np.ndarray) -> float:
-    from fashion_mnist_classifier import per_class_accuracy
-
     return per_class_accuracy(classifier, images, labels)["mean"]
 
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Prediction heads vs bits per token on real Fashion-MNIST: the paper's central claim, on a 2-core budget.
 
-    python examples/head_study.py --study_dir runs/head_study            # default study (~2 h on 2 CPU cores)
-    python examples/head_study.py --study_dir /tmp/head_study_quick --quick   # a few minutes, tiny models
+    python research/head_study.py --study_dir runs/head_study            # default study (~2 h on 2 CPU cores)
+    python research/head_study.py --study_dir /tmp/head_study_quick --quick   # a few minutes, tiny models
 
 For every bit width k (8x8 tokens on 32x32 images) it trains a BAR-FSQ tokenizer (`train_bar_vq.py`), reports its
 PSNR and reconstruction FID on the test split, pretokenizes the training images (`pretokenize.py`), then trains one
@@ -20,16 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from head_study_cells import (  # noqa: E402
+from head_study_cells import (  # sibling modules: this script's folder is on sys.path when it runs
     evaluate_generator,
     evaluate_tokenizer,
     prepare_train_data,
@@ -38,11 +33,13 @@ from head_study_cells import (  # noqa: E402
     train_tokenizer,
     write_json,
 )
-from head_study_heads import plan_heads  # noqa: E402
-from head_study_report import write_report  # noqa: E402
+from head_study_heads import plan_heads
+from head_study_report import write_report
 
-from bar_hf.training.data import FASHION_MNIST_DIR  # noqa: E402
-from bar_hf.training.utils import AT_LEAST_1, BETA, POSITIVE, check_flags  # noqa: E402
+from bar_hf.training.data import DEBIAN_FASHION_MNIST_DIR
+from bar_hf.training.utils import AT_LEAST_1, BETA, POSITIVE, check_flags
+
+HERE = Path(__file__).resolve().parent
 
 HEADS = ("mbm", "bitwise", "linear")
 CLASSIFIER = HERE.parent / "tests" / "data" / "fmnist_classifier.safetensors"
@@ -71,7 +68,9 @@ RESULT_FLAGS = [k for k in PRESETS["default"] if k not in ("bits", "threads", "c
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--study_dir", required=True, help="results, models and report (resumable)")
     parser.add_argument("--quick", action="store_true", help="tiny models and few steps (a smoke run, not evidence)")
     parser.add_argument("--bits", type=int, nargs="+", help="bits per token (default 4 8 12 16 24; quick: 4 8)")
@@ -80,7 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image_size", type=int, default=32)
     parser.add_argument("--tokenizer_patch_size", type=int, default=4, help="32 / 4 = an 8x8 token grid")
-    parser.add_argument("--fashion_mnist_dir", default=FASHION_MNIST_DIR)
+    parser.add_argument("--fashion_mnist_dir", default=DEBIAN_FASHION_MNIST_DIR)
     parser.add_argument("--classifier", default=str(CLASSIFIER), help="Fashion-MNIST classifier (.safetensors)")
     parser.add_argument("--features", choices=["inception", "pixels"], help="FID features (quick: pixels)")
     parser.add_argument("--plan", action="store_true", help="print the cells (widths, head params, feasibility), exit")
@@ -142,8 +141,7 @@ def check_study_settings(args: argparse.Namespace, root: Path) -> None:
 
 def load_references(args: argparse.Namespace, root: Path) -> dict:
     """Real test-image statistics (cached in the study folder) for the FID features and the classifier features."""
-    from fashion_mnist_classifier import load_classifier
-
+    from bar_hf.evaluation.fashion_mnist_classifier import load_classifier
     from bar_hf.evaluation.metrics import compute_reference_statistics
 
     classifier = load_classifier(args.classifier)

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Train the BAR generator (`BARForCausalImageModeling`) with accelerate and save a complete `BARPipeline`.
 
-    accelerate launch examples/train_bar.py --pretokenized_dataset runs/tokens \
-        --vqvae_model_name_or_path runs/vq/vqvae --model_config examples/configs/bar_fashion_mnist.json \
+    accelerate launch examples/generator/train_bar.py --pretokenized_dataset runs/tokens \
+        --vqvae_model_name_or_path runs/vq/vqvae --model_config examples/generator/configs/bar_fashion_mnist.json \
         --output_dir runs/bar --max_train_steps 5000
 
 Data: a folder written by `pretokenize.py` (each sample picks its stored tokens or their flip with probability 0.5)
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import time
 from pathlib import Path
 
 import datasets
@@ -26,9 +27,9 @@ from tqdm.auto import tqdm
 from bar_hf import BARBitScheduler, BARConfig, BARForCausalImageModeling, BARPipeline, BARVQModel
 from bar_hf.masks import kept_first_orders, random_token_masks
 from bar_hf.models.modeling_bar import order_annealing_ratio, weight_decay_parameter_groups
-from bar_hf.training.checkpoints import fault_point, resume_training_state, save_training_checkpoint, training_batches
+from bar_hf.training.checkpoints import resume_training_state, save_training_checkpoint, training_batches
 from bar_hf.training.data import (
-    FASHION_MNIST_DIR,
+    DEBIAN_FASHION_MNIST_DIR,
     AugmentationState,
     dummy_image_dataset,
     image_to_tensor,
@@ -54,14 +55,16 @@ logger = logging.getLogger(__name__)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     data = parser.add_argument_group("data")
     data.add_argument("--pretokenized_dataset", default=None, help="output folder of pretokenize.py")
     data.add_argument("--dataset_name", default=None, help="images tokenized on the fly (Hub / disk / local name)")
     data.add_argument("--dataset_config_name", default=None)
     data.add_argument("--train_data_dir", default=None, help="an imagefolder directory (tokenized on the fly)")
     data.add_argument(
-        "--fashion_mnist_dir", default=FASHION_MNIST_DIR, help="IDX files read by --dataset_name fashion_mnist_local"
+        "--fashion_mnist_dir", default=DEBIAN_FASHION_MNIST_DIR, help="IDX files read by --dataset_name fashion_mnist_local"
     )
     data.add_argument("--use_dummy_data", action="store_true", help="random images tokenized on the fly")
     data.add_argument("--image_column", default="image")
@@ -401,7 +404,10 @@ def save_and_push(vq, unwrapped, names, args, output_dir: Path, repo_id: str | N
         upload_to_hub(repo_id, output_dir / "pipeline", args.hub_token)
 
 
-def main(args: argparse.Namespace) -> None:
+def main(args: argparse.Namespace, step_hook=None) -> None:
+    """Train and save `<output_dir>/pipeline` (or the LoRA adapter). `step_hook(global_step, seconds)`, when given, is
+    called after each optimizer step with the wall time of its (micro-)batches' forward, backward and update (not
+    logging, checkpointing or validation); the head study in `research/` times steps with it."""
     validate_args(args)
     accelerator, output_dir, repo_id = create_accelerator(args, "train_bar")
     vq, model = load_models(args, accelerator.device)
@@ -429,13 +435,21 @@ def main(args: argparse.Namespace) -> None:
     batches = (
         training_batches(accelerator, dataloader, progress) if progress.global_step < args.max_train_steps else []
     )
+    seconds = 0.0
     for batch in batches:
+        started = time.perf_counter()
         step_args = (vq, args, augmentation, accelerator, optimizer, lr_scheduler, progress.global_step)
         loss, ratio = train_step(batch, model, unwrapped, *step_args)
+        if torch.cuda.is_available() and step_hook is not None:
+            torch.cuda.synchronize()
+        seconds += time.perf_counter() - started
         if not accelerator.sync_gradients:
             continue
         progress.global_step += 1
         global_step = progress.global_step
+        if step_hook is not None:
+            step_hook(global_step, seconds)
+        seconds = 0.0
         bar.update(1)
         if global_step % args.logging_steps == 0:
             values = {"loss": loss.item(), "lr": lr_scheduler.get_last_lr()[0], "random_order_ratio": ratio}
@@ -445,7 +459,6 @@ def main(args: argparse.Namespace) -> None:
             save_training_checkpoint(accelerator, output_dir, progress, args.checkpoints_total_limit)
         if args.validation_steps and global_step % args.validation_steps == 0 and accelerator.is_main_process:
             validate(vq, unwrapped, names, args, global_step, output_dir, accelerator)
-        fault_point("BAR_HF_SIGKILL_AT_STEP", global_step)
         if global_step >= args.max_train_steps:
             break
 
