@@ -304,7 +304,9 @@ class BARApp:
     def load_image(self, path_or_image: Any, what: str = "image") -> Image.Image:
         """An uploaded file (path) or an image handed over by the page, as a PIL image; a `ValueError` when absent."""
         if path_or_image is None:
-            raise ValueError(f"upload an {what} first (or send one from the Generate tab's gallery).")
+            if what == "image":
+                raise ValueError("upload an image first (or send one from the Generate tab's gallery).")
+            raise ValueError(f"upload a {what} first.")
         if isinstance(path_or_image, Image.Image):
             return path_or_image
         if isinstance(path_or_image, np.ndarray):
