@@ -1,4 +1,4 @@
-"""`bar-hf` command line: `generate`, `demo`, `inpaint`, `convert`."""
+"""`bar-hf` command line: `generate`, `demo`, `inpaint`, `convert`, `app`."""
 
 from __future__ import annotations
 
@@ -281,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
         add_convert_subparser = None
     if add_convert_subparser is not None:
         add_convert_subparser(sub)
+    from .app import add_app_subparser  # `bar-hf app`: the web app (imports Gradio only when run)
+
+    add_app_subparser(sub)
     return parser
 
 
