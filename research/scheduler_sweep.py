@@ -157,7 +157,7 @@ def reference_images(args: argparse.Namespace, size: int) -> np.ndarray:
 def make_scheduler(pipe: bar_hf.BARPipeline, setting: Setting, base_config):
     cls = getattr(bar_hf, setting.scheduler)
     options = {"allocation_rule": setting.allocation_rule, "tokens_allocation": setting.tokens_allocation}
-    k = pipe.transformer.config.bits_per_step
+    k = pipe.transformer.config.bits_per_token
     options["num_inference_steps"] = (
         k if setting.scheduler == "BARAdaptiveBitScheduler" else setting.num_inference_steps
     )
@@ -357,7 +357,7 @@ def main(args: argparse.Namespace) -> dict:
         feature_extractor = load_inception_feature_extractor()
     pipe.set_progress_bar_config(disable=True)
     base_config = pipe.scheduler.config
-    k = pipe.transformer.config.bits_per_step
+    k = pipe.transformer.config.bits_per_token
     authors = next(
         (d["tokens_allocation"] for d in bar_hf.BAR_SAMPLING_DEFAULTS.values() if sum(d["tokens_allocation"]) == k),
         None,

@@ -301,7 +301,7 @@ def make_pipeline(vq, model, names, args) -> BARPipeline:
     allocation = parse_tokens_allocation(args.tokens_allocation)
     try:
         scheduler = BARBitScheduler(
-            bits_per_token=model.config.bits_per_step,
+            bits_per_token=model.config.bits_per_token,
             num_inference_steps=len(allocation) if allocation else args.num_inference_steps,
             tokens_allocation=allocation,
             temperature=args.temperature,
@@ -310,7 +310,7 @@ def make_pipeline(vq, model, names, args) -> BARPipeline:
         raise ValueError(
             f"invalid sampling flags --tokens_allocation {args.tokens_allocation!r} / --num_inference_steps "
             f"{args.num_inference_steps} / --temperature {args.temperature} for a model with "
-            f"{model.config.bits_per_step} bits per step: {error}"
+            f"{model.config.bits_per_token} bits per token: {error}"
         ) from error
     id2label = {i: name for i, name in enumerate(names)} if names else None
     return BARPipeline(vq, model, scheduler, id2label=id2label, guidance_scale=args.guidance_scale)
