@@ -298,6 +298,7 @@ class BARModel(BARPreTrainedModel):
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
+        past_key_values: Cache | None = None,
     ) -> BARModelOutput | tuple:
         r"""
         Args:
@@ -316,7 +317,9 @@ class BARModel(BARPreTrainedModel):
                 defaults to `config.output_attentions`.
             return_dict (`bool`, *optional*): return a [`BARModelOutput`] (default) or a tuple; defaults to
                 `config.return_dict`.
+            past_key_values (`Cache`, *optional*): transformers' name of `cache` (either, not both).
         """
+        cache = resolve_cache_alias(cache, past_key_values)
         c = self.config
         if use_cache and cache is None:
             cache = DynamicCache()
@@ -366,6 +369,15 @@ class BARModel(BARPreTrainedModel):
         return BARModelOutput(conditions=conditions, last_hidden_state=hidden, cache=cache)
 
 
+def resolve_cache_alias(cache, past_key_values):
+    """`cache` or its transformers name `past_key_values` (transformers 5.x tests and peft pass the latter)."""
+    if cache is not None and past_key_values is not None:
+        raise ValueError(
+            "pass the KV cache as `cache` or as `past_key_values` (its transformers alias), not both: got both."
+        )
+    return cache if cache is not None else past_key_values
+
+
 class BARForCausalImageModeling(BARPreTrainedModel):
     """BAR generator: backbone ([`BARModel`]) + bit prediction head (`head_type`: MBM by default).
 
@@ -380,6 +392,20 @@ class BARForCausalImageModeling(BARPreTrainedModel):
         self.head = HEAD_CLASSES[config.head_type](config)
         self.post_init()
 
+    def enable_layerwise_casting(
+        self,
+        storage_dtype: torch.dtype = torch.float8_e4m3fn,
+        compute_dtype: torch.dtype | None = None,
+        skip_modules_pattern: tuple[str, ...] | None = None,
+        non_blocking: bool = False,
+    ) -> None:
+        """Store the layer weights in `storage_dtype` and compute in `compute_dtype` (diffusers' `ModelMixin` method
+        of the same name; see `bar_hf.models.layerwise_casting.enable_layerwise_casting`). Refused, changing
+        nothing, when already enabled."""
+        from .layerwise_casting import enable_layerwise_casting
+
+        enable_layerwise_casting(self, storage_dtype, compute_dtype, skip_modules_pattern, non_blocking)
+
     # -------------------------------------------------------------------------------------------- sampling API
     def compute_conditions(
         self,
@@ -388,8 +414,10 @@ class BARForCausalImageModeling(BARPreTrainedModel):
         orders: torch.Tensor | None = None,
         cache: Cache | None = None,
         use_cache: bool | None = None,
+        past_key_values: Cache | None = None,
     ) -> BARModelOutput:
-        """Backbone pass; see [`BARModel.forward`]."""
+        """Backbone pass; see [`BARModel.forward`] (`past_key_values` is an alias of `cache`)."""
+        cache = resolve_cache_alias(cache, past_key_values)
         return self.model(
             bits=bits,
             class_labels=class_labels,

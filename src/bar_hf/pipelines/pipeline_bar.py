@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable
 
 import torch
@@ -10,7 +11,11 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import logging
 
 from ..bits import MASK_BIT, unpatchify_bits
-from ..models.layerwise_casting import enable_layerwise_casting
+from ..models.layerwise_casting import (
+    check_layerwise_casting_arguments,
+    enable_layerwise_casting,
+    layerwise_casting_dtypes,
+)
 from ..models.modeling_bar import BARForCausalImageModeling
 from ..models.vq_model import BARVQModel
 from ..schedulers.scheduling_bar import BARSchedulerMixin
@@ -37,6 +42,7 @@ __all__ = ["BARPipeline", "guidance_weight"]
 logger = logging.get_logger(__name__)
 
 _GUIDANCE_SCHEDULES = ("linear", "constant")
+_SHARING_CAST_COMPONENTS = contextvars.ContextVar("bar_sharing_cast_components", default=False)
 _COMPONENT_TYPES = {"vqvae": BARVQModel, "transformer": BARForCausalImageModeling, "scheduler": BARSchedulerMixin}
 
 
@@ -164,9 +170,53 @@ class BARPipeline(BARLoraLoaderMixin, BARHubMixin, DiffusionPipeline):
     ) -> None:
         """Store the weights of both models (`transformer` and `vqvae`) in `storage_dtype` and compute in
         `compute_dtype` with diffusers' layerwise casting hooks (see `bar_hf.models.layerwise_casting`); not reversible.
-        E.g. `pipe.enable_layerwise_casting(torch.float8_e4m3fn, torch.bfloat16)`. The FSQ quantizer stays float32."""
+        E.g. `pipe.enable_layerwise_casting(torch.float8_e4m3fn, torch.bfloat16)`. The FSQ quantizer stays float32.
+
+        Checked for both models before either changes: a second call raises a `ValueError` and changes nothing.
+        Afterwards `pipe.to(dtype)` and `save_pretrained` are refused (the weights were rounded to `storage_dtype`:
+        reload the pipeline for another dtype or to save full-precision weights); `pipe.to(device)` works."""
+        if not isinstance(non_blocking, bool):
+            raise TypeError(f"`non_blocking` must be a bool, got {non_blocking!r}.")
+        for model in (self.transformer, self.vqvae):
+            check_layerwise_casting_arguments(model, storage_dtype, compute_dtype)
         for model in (self.transformer, self.vqvae):
             enable_layerwise_casting(model, storage_dtype, compute_dtype, non_blocking=non_blocking)
+
+    def _check_no_layerwise_casting(self, action: str) -> None:
+        for name in ("transformer", "vqvae"):
+            enabled = layerwise_casting_dtypes(getattr(self, name))
+            if enabled is not None:
+                raise ValueError(
+                    f"{action} is refused: layerwise casting is enabled on `{name}` (weights stored in {enabled[0]}, "
+                    f"computed in {enabled[1]}), so its weights are rounded; reload the pipeline (`from_pretrained`) "
+                    "to save or to use another dtype. Nothing was changed."
+                )
+
+    def to(self, *args, **kwargs):
+        """`DiffusionPipeline.to`; a dtype change is refused while layerwise casting is enabled (device moves work)."""
+        dtype = kwargs.get("dtype")
+        dtype = dtype if dtype is not None else next((a for a in args if isinstance(a, torch.dtype)), None)
+        if dtype is not None and _SHARING_CAST_COMPONENTS.get():  # `from_pipe`: the shared models keep their dtypes
+            args = tuple(a for a in args if not isinstance(a, torch.dtype))
+            kwargs = {key: value for key, value in kwargs.items() if key != "dtype"}
+        elif dtype is not None:
+            self._check_no_layerwise_casting(f"`to(dtype={dtype})`")
+        return super().to(*args, **kwargs)
+
+    @classmethod
+    def from_pipe(cls, pipeline, **kwargs):
+        """`DiffusionPipeline.from_pipe`; components with layerwise casting are shared as they are (diffusers would
+        move the new pipeline to float32, undoing the float8 storage); an explicit `dtype` is refused for them."""
+        cast = isinstance(pipeline, BARPipeline) and any(
+            layerwise_casting_dtypes(getattr(pipeline, name)) is not None for name in ("transformer", "vqvae")
+        )
+        if cast and kwargs.get("dtype", kwargs.get("torch_dtype")) is None:
+            token = _SHARING_CAST_COMPONENTS.set(True)
+            try:
+                return super().from_pipe(pipeline, **kwargs)
+            finally:
+                _SHARING_CAST_COMPONENTS.reset(token)
+        return super().from_pipe(pipeline, **kwargs)
 
     def check_inputs(self, guidance_scale, generator, batch_size, output_type, callback_tensor_inputs) -> None:
         check_guidance_scale(guidance_scale)
