@@ -15,7 +15,12 @@ from diffusers import ModelMixin
 from diffusers.hooks import apply_layerwise_casting
 from diffusers.hooks.layerwise_casting import DEFAULT_SKIP_MODULES_PATTERN
 
-__all__ = ["check_layerwise_casting_arguments", "enable_layerwise_casting", "layerwise_casting_dtypes"]
+__all__ = [
+    "LayerwiseCastingMixin",
+    "check_layerwise_casting_arguments",
+    "enable_layerwise_casting",
+    "layerwise_casting_dtypes",
+]
 
 _HOOK = "layerwise_casting"  # diffusers' hook name (`diffusers.hooks.layerwise_casting._LAYERWISE_CASTING_HOOK`)
 
@@ -92,3 +97,19 @@ def enable_layerwise_casting(
         own = tuple(getattr(model, "_skip_layerwise_casting_patterns", None) or ())
         skip_modules_pattern = tuple(sorted(set(DEFAULT_SKIP_MODULES_PATTERN + _fp32_patterns(model) + own)))
     apply_layerwise_casting(model, storage_dtype, compute_dtype, skip_modules_pattern, None, non_blocking)
+
+
+class LayerwiseCastingMixin:
+    """`enable_layerwise_casting` as a model method (diffusers' `ModelMixin` has it; transformers models do not)."""
+
+    def enable_layerwise_casting(
+        self,
+        storage_dtype: torch.dtype = torch.float8_e4m3fn,
+        compute_dtype: torch.dtype | None = None,
+        skip_modules_pattern: tuple[str, ...] | None = None,
+        non_blocking: bool = False,
+    ) -> None:
+        """Store the layer weights in `storage_dtype` and compute in `compute_dtype` (diffusers' `ModelMixin` method
+        of the same name; see `bar_hf.models.layerwise_casting.enable_layerwise_casting`). Refused, changing
+        nothing, when already enabled."""
+        enable_layerwise_casting(self, storage_dtype, compute_dtype, skip_modules_pattern, non_blocking)

@@ -32,7 +32,8 @@ from transformers.utils.output_capturing import capture_outputs
 from ..bits import MASK_BIT, bits_to_ids, check_bits, patchify_bits
 from .configuration_bar import CLASS_ROW_OFFSET, BARConfig
 from .heads import HEAD_CLASSES, BARBitwiseHead, BARFourierEmbedding, BARLinearHead, BARMaskedBitHead
-from .layers import BARAttention, BARDecoderLayer, BARRMSNorm, build_2d_rope_table, query_key_rope
+from .layers import BARAttention, BARDecoderLayer, BARRMSNorm, build_2d_rope_table, query_key_rope, resolve_cache_alias
+from .layerwise_casting import LayerwiseCastingMixin
 
 __all__ = [
     "BARPreTrainedModel",
@@ -369,16 +370,7 @@ class BARModel(BARPreTrainedModel):
         return BARModelOutput(conditions=conditions, last_hidden_state=hidden, cache=cache)
 
 
-def resolve_cache_alias(cache, past_key_values):
-    """`cache` or its transformers name `past_key_values` (transformers 5.x tests and peft pass the latter)."""
-    if cache is not None and past_key_values is not None:
-        raise ValueError(
-            "pass the KV cache as `cache` or as `past_key_values` (its transformers alias), not both: got both."
-        )
-    return cache if cache is not None else past_key_values
-
-
-class BARForCausalImageModeling(BARPreTrainedModel):
+class BARForCausalImageModeling(LayerwiseCastingMixin, BARPreTrainedModel):
     """BAR generator: backbone ([`BARModel`]) + bit prediction head (`head_type`: MBM by default).
 
     Training: `model(bits, class_labels)` returns the head loss (§4.2) with label dropout and optional random orders.
@@ -391,20 +383,6 @@ class BARForCausalImageModeling(BARPreTrainedModel):
         self.model = BARModel(config)
         self.head = HEAD_CLASSES[config.head_type](config)
         self.post_init()
-
-    def enable_layerwise_casting(
-        self,
-        storage_dtype: torch.dtype = torch.float8_e4m3fn,
-        compute_dtype: torch.dtype | None = None,
-        skip_modules_pattern: tuple[str, ...] | None = None,
-        non_blocking: bool = False,
-    ) -> None:
-        """Store the layer weights in `storage_dtype` and compute in `compute_dtype` (diffusers' `ModelMixin` method
-        of the same name; see `bar_hf.models.layerwise_casting.enable_layerwise_casting`). Refused, changing
-        nothing, when already enabled."""
-        from .layerwise_casting import enable_layerwise_casting
-
-        enable_layerwise_casting(self, storage_dtype, compute_dtype, skip_modules_pattern, non_blocking)
 
     # -------------------------------------------------------------------------------------------- sampling API
     def compute_conditions(
