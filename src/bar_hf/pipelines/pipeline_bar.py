@@ -283,9 +283,13 @@ class BARPipeline(BARLoraLoaderMixin, BARHubMixin, DiffusionPipeline):
         recompilation per step; CUDA-graph friendly with `mode="reduce-overhead"` on GPU). Compiled results equal
         eager ones up to float rounding.
 
-        Graphs are specialised to shapes: a new batch size (or guidance switched on/off, which doubles the rows)
-        compiles new graphs, and so does each distinct number of regenerated rows per slot in editing, up to
-        torch's `torch._dynamo.config.recompile_limit`; past it torch samples eagerly for those shapes.
+        Graphs are specialised to shapes. The compile cache holds one compiled copy of each step function per batch
+        shape `(rows, guidance on/off)` (in editing also per number of rows regenerating a slot): a new shape compiles
+        new graphs, a shape seen before reuses its graphs whatever other shapes ran in between (each copy has its own
+        torch recompile count). Limits: at most `MAX_COMPILED_SHAPES` (32) shapes per function, further shapes run
+        eagerly; a shape that reaches `torch._dynamo.config.recompile_limit` runs eagerly from then on; each case warns
+        once with the fix (fewer distinct batch sizes, or `enable_compile()` again for a fresh cache). See
+        docs/guides/speed.md.
 
         If compilation fails (no compiler toolchain, unsupported platform) the pipeline warns once and samples
         eagerly. `disable_compile()` undoes it.
