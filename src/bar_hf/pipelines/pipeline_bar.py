@@ -110,11 +110,6 @@ class BARPipeline(BARLoraLoaderMixin, BARHubMixin, DiffusionPipeline):
                 f"`vqvae` latent grid {grid} differs from the `transformer` grid "
                 f"{(transformer.config.latent_height, transformer.config.latent_width)}."
             )
-        if scheduler.config.bits_per_token != transformer.config.bits_per_token:
-            raise ValueError(
-                f"`scheduler.config.bits_per_token` ({scheduler.config.bits_per_token}) must equal the transformer's "
-                f"bits per AR step k={transformer.config.bits_per_token}."
-            )
         guidance_scale = check_guidance_scale(guidance_scale)
         check_guidance_schedule(guidance_schedule)
         id2label = parse_id2label(id2label, transformer.config.num_classes)
@@ -126,6 +121,24 @@ class BARPipeline(BARLoraLoaderMixin, BARHubMixin, DiffusionPipeline):
         )
         self._label_index = LabelIndex(id2label)
         self.labels = self._label_index.exact  # exact name → id (every comma-separated synonym)
+
+    def __setattr__(self, name, value):
+        """Components are checked when assigned (`pipe.scheduler = ...`), not when sampling fails later."""
+        if name == "scheduler" and "transformer" in self.__dict__:
+            self._check_scheduler(value)
+        super().__setattr__(name, value)
+
+    def _check_scheduler(self, scheduler) -> None:
+        if not isinstance(scheduler, BARSchedulerMixin):
+            raise TypeError(
+                f"`scheduler` must be a BARSchedulerMixin (a bit scheduler), got {type(scheduler).__name__}."
+            )
+        k = self.transformer.config.bits_per_token
+        if scheduler.config.bits_per_token != k:
+            raise ValueError(
+                f"`scheduler.config.bits_per_token` ({scheduler.config.bits_per_token}) must equal the transformer's "
+                f"bits per AR step k={k}; build it with `{type(scheduler).__name__}.from_config(pipe.scheduler.config)`."
+            )
 
     # ------------------------------------------------------------------------------------------------ labels
     @property
