@@ -151,7 +151,16 @@ class BARPipeline(BARLoraLoaderMixin, BARHubMixin, DiffusionPipeline):
         Names match exactly first, then case-insensitively; a name shared by several classes (exactly, or only
         case-insensitively) raises a `ValueError` listing the class ids.
         """
-        labels = [label] if isinstance(label, str) else list(label)
+        labels = [label] if isinstance(label, str) else label
+        if not isinstance(labels, (list, tuple)) or not all(isinstance(name, str) for name in labels):
+            raise TypeError(
+                f"`label` must be a class name or a list of class names, got {label!r}"
+                + (
+                    " (a class id needs no lookup: pass it to the pipeline as it is)."
+                    if isinstance(label, int)
+                    else "."
+                )
+            )
         return [self._label_index.lookup(name) for name in labels]
 
     def _resolve_labels(self, class_labels) -> list[int]:
