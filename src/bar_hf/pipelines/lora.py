@@ -151,7 +151,9 @@ def check_lora_adapter(model: nn.Module, config, state: dict[str, torch.Tensor])
     from peft.tuners.tuners_utils import check_target_module_exists
 
     if str(getattr(config, "peft_type", "")).split(".")[-1].upper() != "LORA":
-        raise ValueError(f"the adapter must be a LoRA adapter (`peft_type` LORA), got {config.peft_type!r}.")
+        raise ValueError(
+            f"`adapter_config` must describe a LoRA adapter (`peft_type` LORA), got {config.peft_type!r}."
+        )
     targets = {
         name: module
         for name, module in _base_linears(model).items()
@@ -159,8 +161,8 @@ def check_lora_adapter(model: nn.Module, config, state: dict[str, torch.Tensor])
     }
     if not targets:
         raise ValueError(
-            f"the adapter's `target_modules` {config.target_modules!r} match no module of the model (not found in the "
-            "base model)."
+            f"`pretrained_model_name_or_path_or_dict`: the adapter's `target_modules` {config.target_modules!r} match no "
+            "module of the model (not found in the base model)."
         )
     problems, expected = [], set()
     for name, module in targets.items():
@@ -179,11 +181,13 @@ def check_lora_adapter(model: nn.Module, config, state: dict[str, torch.Tensor])
             problems.append(f"`{b_key}` has shape {tuple(b.shape)}, expected ({module.out_features}, {rank})")
         elif not getattr(config, "rank_pattern", None) and rank != config.r:
             problems.append(f"`{a_key}` has rank {rank} but the adapter config says r={config.r}")
-    leftover = sorted(key for key in state if key not in expected and key.split(".")[-2] in ("lora_A", "lora_B"))
+    leftover = sorted(key for key in state if key not in expected and "lora_magnitude_vector" not in key)
     problems += [f"weight `{key}` matches no adapted layer of this model" for key in leftover]
     if problems:
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
-        raise ValueError(f"the adapter does not fit this model: {'; '.join(problems[:5])}{more}.")
+        raise ValueError(
+            f"`pretrained_model_name_or_path_or_dict`: the adapter does not fit this model: {'; '.join(problems[:5])}{more}."
+        )
 
 
 def remove_lora_adapter(model: nn.Module, adapter_name: str) -> None:
@@ -207,26 +211,11 @@ def _weights_file(path: Path) -> bool:
     return any((path / name).is_file() for name in (ADAPTER_WEIGHTS_NAME, "adapter_model.bin"))
 
 
-def load_lora_adapter(
-    model: nn.Module,
-    pretrained_model_name_or_path_or_dict: str | os.PathLike | dict[str, torch.Tensor],
-    adapter_name: str = "default",
-    adapter_config: dict | None = None,
-    **hub_kwargs,
-) -> None:
-    """Inject an adapter saved by [`save_lora_adapter`] / peft (a folder or Hub id), or a peft state dict with its
-    `adapter_config` dict, into `model` (frozen, inference mode) and activate it.
-
-    Atomic: the adapter is checked against the model first ([`check_lora_adapter`]); a refused or failed load leaves
-    the model, its adapters and the active ones as they were."""
+def _read_adapter(source, adapter_config, hub_kwargs) -> tuple:
+    """`(peft config, state dict)` of an adapter folder / Hub id, or of a state dict with its config dict."""
     peft = _require_peft()
     from peft.utils import load_peft_weights
 
-    if not isinstance(adapter_name, str) or not adapter_name:
-        raise TypeError(f"`adapter_name` must be a non-empty str, got {adapter_name!r}.")
-    if adapter_name in (getattr(model, "peft_config", None) or {}):
-        raise ValueError(f"`adapter_name` {adapter_name!r} is already loaded; unload it or pick another name.")
-    source = pretrained_model_name_or_path_or_dict
     if isinstance(source, dict):
         if not isinstance(adapter_config, dict):
             raise ValueError(
@@ -247,11 +236,24 @@ def load_lora_adapter(
             raise ValueError(
                 f"`pretrained_model_name_or_path_or_dict` {str(path)!r} is a file, not an adapter folder."
             )
+        if not path.exists():
+            from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+            try:
+                validate_repo_id(str(source))
+            except HFValidationError:
+                raise ValueError(
+                    f"`pretrained_model_name_or_path_or_dict` {str(source)!r} is neither an existing adapter folder nor "
+                    "a Hub repo id ('org/name')."
+                ) from None
         if path.is_dir() and not (path / ADAPTER_CONFIG_NAME).is_file():
-            raise ValueError(f"{path} holds no `{ADAPTER_CONFIG_NAME}` (not a LoRA adapter folder).")
+            raise ValueError(
+                f"`pretrained_model_name_or_path_or_dict` {str(path)!r} holds no `{ADAPTER_CONFIG_NAME}` (not a LoRA "
+                "adapter folder)."
+            )
         if path.is_dir() and not _weights_file(path):
             raise ValueError(
-                f"{path} holds `{ADAPTER_CONFIG_NAME}` but no adapter weights (`{ADAPTER_WEIGHTS_NAME}`): an incomplete "
+                f"`pretrained_model_name_or_path_or_dict` {str(path)!r} holds `{ADAPTER_CONFIG_NAME}` but no adapter weights (`{ADAPTER_WEIGHTS_NAME}`): an incomplete "
                 "adapter folder."
             )
         config = peft.PeftConfig.from_pretrained(str(source), **hub_kwargs)
@@ -261,6 +263,27 @@ def load_lora_adapter(
             "`pretrained_model_name_or_path_or_dict` must be a folder, a Hub id or a state dict, got "
             f"{type(source).__name__}."
         )
+    return config, state
+
+
+def load_lora_adapter(
+    model: nn.Module,
+    pretrained_model_name_or_path_or_dict: str | os.PathLike | dict[str, torch.Tensor],
+    adapter_name: str = "default",
+    adapter_config: dict | None = None,
+    **hub_kwargs,
+) -> None:
+    """Inject an adapter saved by [`save_lora_adapter`] / peft (a folder or Hub id), or a peft state dict with its
+    `adapter_config` dict, into `model` (frozen, inference mode) and activate it.
+
+    Atomic: the adapter is checked against the model first ([`check_lora_adapter`]); a refused or failed load leaves
+    the model, its adapters and the active ones as they were."""
+    peft = _require_peft()
+    if not isinstance(adapter_name, str) or not adapter_name:
+        raise TypeError(f"`adapter_name` must be a non-empty str, got {adapter_name!r}.")
+    if adapter_name in (getattr(model, "peft_config", None) or {}):
+        raise ValueError(f"`adapter_name` {adapter_name!r} is already loaded; unload it or pick another name.")
+    config, state = _read_adapter(pretrained_model_name_or_path_or_dict, adapter_config, hub_kwargs)
     config.inference_mode = True
     state = {key.removeprefix(_PEFT_PREFIX): value for key, value in state.items()}
     check_lora_adapter(model, config, state)
@@ -271,7 +294,10 @@ def load_lora_adapter(
         result = peft.functional.set_peft_model_state_dict(model, state, adapter_name=adapter_name)
         unexpected = [key for key in getattr(result, "unexpected_keys", []) if "lora_" in key]
         if unexpected:
-            raise ValueError(f"the adapter does not fit this model; unexpected keys: {unexpected[:5]}")
+            raise ValueError(
+                f"`pretrained_model_name_or_path_or_dict`: the adapter does not fit this model; unexpected keys: "
+                f"{unexpected[:5]}"
+            )
     except Exception:
         remove_lora_adapter(model, adapter_name)
         if active:
@@ -342,7 +368,7 @@ class BARLoraLoaderMixin:
         """Write one adapter of `self.transformer` (the first active one by default) in peft's format."""
         _require_peft()
         if not getattr(self.transformer, "peft_config", None):
-            raise ValueError("the transformer has no LoRA adapter to save.")
+            raise ValueError("`adapter_name`: the transformer has no LoRA adapter to save (load or add one first).")
         save_lora_adapter(self.transformer, save_directory, adapter_name or self.get_active_adapters()[0])
 
     def get_active_adapters(self) -> list[str]:

@@ -316,6 +316,11 @@ class BARPipeline(BARLoraLoaderMixin, BARHubMixin, DiffusionPipeline):
         If compilation fails (no compiler toolchain, unsupported platform) the pipeline warns once and samples
         eagerly. `disable_compile()` undoes it.
         """
+        modes = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+        if not (mode is None or isinstance(mode, str)) or mode not in modes:
+            raise ValueError(f"`mode` must be one of {modes}, got {mode!r}.")
+        if not (isinstance(backend, str) and backend) and not callable(backend):
+            raise TypeError(f"`backend` must be a torch.compile backend name or a callable, got {backend!r}.")
         self._compiled_steps = compile_step_functions(mode=mode, backend=backend, **compile_kwargs)
 
     def disable_compile(self) -> None:
