@@ -46,6 +46,11 @@ def _check_model_location(model: str) -> None:
     """`--model` must be a local pipeline folder or a valid Hub repo id."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+    if os.path.isfile(model):
+        raise ValueError(
+            f"`--model` {model!r} is a file, not a pipeline folder: pass the folder holding model_index.json (or a Hub "
+            "repo id)."
+        )
     if os.path.isdir(model):
         if not os.path.isfile(os.path.join(model, "model_index.json")):
             raise ValueError(f"`--model` {model!r} is a folder without model_index.json: not a saved BARPipeline.")
@@ -56,6 +61,30 @@ def _check_model_location(model: str) -> None:
         raise ValueError(
             f"`--model` {model!r} is neither a local folder nor a valid Hub repo id ('org/name')."
         ) from None
+
+
+def _check_scale(scale: int | None) -> None:
+    if scale is not None and scale < 1:
+        raise ValueError(f"`--scale` must be an integer >= 1 (grid upscaling factor), got {scale}.")
+
+
+def _check_output(output: str | None, flag: str = "--output") -> None:
+    """The grid path must name a file whose extension PIL can write (e.g. `.png`)."""
+    from PIL import Image
+
+    if output is None:
+        return
+    if os.path.isdir(output) or output.endswith(("/", os.sep)):
+        raise ValueError(
+            f"`{flag}` {output!r} is a folder: give an image file path such as {output.rstrip('/')}/grid.png."
+        )
+    Image.init()
+    suffix = Path(output).suffix.lower()
+    if suffix not in Image.registered_extensions():
+        raise ValueError(
+            f"`{flag}` {output!r} must end with an image file extension PIL can write (e.g. .png, .jpg), got "
+            f"{suffix or 'none'}."
+        )
 
 
 def _parse_tokens_allocation(text: str | None):
@@ -111,6 +140,8 @@ def _generate(args: argparse.Namespace) -> int:
     dtype = _parse_dtype(args.dtype)
     device = _parse_device(args.device)
     tokens_allocation = _parse_tokens_allocation(args.tokens_allocation)
+    _check_scale(args.scale)
+    _check_output(args.output)
     _check_model_location(model)
     if args.quiet:
         _quiet_loading()
@@ -159,7 +190,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _add_generate_arguments(parser: argparse.ArgumentParser, demo: bool = False) -> None:
     if not demo:
-        parser.add_argument("--model", default=None, help="pipeline folder or Hub id (default: the bundled model)")
+        parser.add_argument("--model", default=None, help="pipeline folder or Hub id (None: the bundled model)")
     parser.add_argument(
         "--class-labels",
         nargs="+",
@@ -167,18 +198,20 @@ def _add_generate_arguments(parser: argparse.ArgumentParser, demo: bool = False)
         required=not demo,
         help="class ids or names (names from the model's id2label)",
     )
-    parser.add_argument("--num-images-per-label", type=int, default=8 if demo else 4)
+    parser.add_argument("--num-images-per-label", type=int, default=8 if demo else 4, help="images per label")
     parser.add_argument("--seed", type=int, default=0, help="image i uses seed + i (batch-invariant)")
-    parser.add_argument("--guidance-scale", type=float, default=None, help="default: the model's saved value")
-    parser.add_argument("--guidance-schedule", choices=["linear", "constant"], default=None)
+    parser.add_argument("--guidance-scale", type=float, default=None, help="None: the model's saved value")
+    parser.add_argument(
+        "--guidance-schedule", choices=["linear", "constant"], default=None, help="None: the model's saved value"
+    )
     parser.add_argument("--num-inference-steps", type=int, default=None, help="head steps per token")
     parser.add_argument("--tokens-allocation", default=None, help='JSON list of bits per head step, e.g. "[2,2,5,7]"')
-    parser.add_argument("--temperature", type=float, default=None)
+    parser.add_argument("--temperature", type=float, default=None, help="base temperature (None: the scheduler's)")
     parser.add_argument("--output", default="outputs/demo.png" if demo else None, help="grid PNG path")
     parser.add_argument("--output-dir", default=None, help="also write one PNG per image here")
-    parser.add_argument("--scale", type=int, default=None, help="grid upscaling factor (default: to ~96 px)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--scale", type=int, default=None, help="grid upscaling factor >= 1 (None: to ~96 px)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
+    parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -205,6 +238,8 @@ def _inpaint(args: argparse.Namespace) -> int:
 
     model = args.model or bundled_model_path()
     dtype, device = _parse_dtype(args.dtype), _parse_device(args.device)
+    _check_scale(args.scale)
+    _check_output(args.output)
     _check_model_location(model)
     if not os.path.isfile(args.image):
         raise ValueError(f"`image` {args.image!r} is not a file.")
@@ -247,19 +282,19 @@ def _add_inpaint_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mask", required=True, help="a mask image (white = regenerate) or a named mask: " + ", ".join(
         ("center", "top_half", "bottom_half", "left_half", "right_half", "outpaint", "random_box")))  # fmt: skip
     parser.add_argument("--class-labels", nargs="+", required=True, help="class ids or names; one grid row each")
-    parser.add_argument("--model", default=None, help="pipeline folder or Hub id (default: the bundled model)")
-    parser.add_argument("--order", choices=["kept_first", "raster"], default=None, help="default: from the model")
+    parser.add_argument("--model", default=None, help="pipeline folder or Hub id (None: the bundled model)")
+    parser.add_argument("--order", choices=["kept_first", "raster"], default=None, help="None: from the model")
     parser.add_argument("--keep-bits", type=int, default=None, help="keep the first J bits of regenerated tokens")
     parser.add_argument("--no-paste-back", action="store_true", help="do not copy the kept pixels back")
     parser.add_argument("--num-samples", type=int, default=4, help="completions per class (seeds seed, seed+1, ...)")
     parser.add_argument("--seed", type=int, default=0, help="completion i uses seed + i; also seeds random_box")
-    parser.add_argument("--guidance-scale", type=float, default=None, help="default: the model's saved value")
+    parser.add_argument("--guidance-scale", type=float, default=None, help="None: the model's saved value")
     parser.add_argument("--num-inference-steps", type=int, default=None, help="head steps per token")
-    parser.add_argument("--temperature", type=float, default=None)
+    parser.add_argument("--temperature", type=float, default=None, help="base temperature (None: the scheduler's)")
     parser.add_argument("--output", default="outputs/inpaint.png", help="grid PNG path")
-    parser.add_argument("--scale", type=int, default=None, help="grid upscaling factor (default: to ~96 px)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--scale", type=int, default=None, help="grid upscaling factor >= 1 (None: to ~96 px)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
+    parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -284,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .app import add_app_subparser  # `bar-hf app`: the web app (imports Gradio only when run)
 
     add_app_subparser(sub)
+    for subparser in sub.choices.values():  # every `--help` shows the defaults
+        subparser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     return parser
 
 

@@ -220,3 +220,12 @@ class BARDecoderLayer(GradientCheckpointingLayer):
         hidden_states = hidden_states + gate_msa * self.attn(attn_input, rope, attention_mask, cache)[0]
         mlp_input = modulate(self.norm2(hidden_states), shift_mlp, scale_mlp)
         return hidden_states + gate_mlp * self.mlp(mlp_input)
+
+
+def resolve_cache_alias(cache, past_key_values):
+    """`cache` or its transformers name `past_key_values` (transformers 5.x tests and peft pass the latter)."""
+    if cache is not None and past_key_values is not None:
+        raise ValueError(
+            "pass the KV cache as `cache` or as `past_key_values` (its transformers alias), not both: got both."
+        )
+    return cache if cache is not None else past_key_values

@@ -32,7 +32,8 @@ from transformers.utils.output_capturing import capture_outputs
 from ..bits import MASK_BIT, bits_to_ids, check_bits, patchify_bits
 from .configuration_bar import CLASS_ROW_OFFSET, BARConfig
 from .heads import HEAD_CLASSES, BARBitwiseHead, BARFourierEmbedding, BARLinearHead, BARMaskedBitHead
-from .layers import BARAttention, BARDecoderLayer, BARRMSNorm, build_2d_rope_table, query_key_rope
+from .layers import BARAttention, BARDecoderLayer, BARRMSNorm, build_2d_rope_table, query_key_rope, resolve_cache_alias
+from .layerwise_casting import LayerwiseCastingMixin
 
 __all__ = [
     "BARPreTrainedModel",
@@ -298,6 +299,7 @@ class BARModel(BARPreTrainedModel):
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
+        past_key_values: Cache | None = None,
     ) -> BARModelOutput | tuple:
         r"""
         Args:
@@ -316,7 +318,9 @@ class BARModel(BARPreTrainedModel):
                 defaults to `config.output_attentions`.
             return_dict (`bool`, *optional*): return a [`BARModelOutput`] (default) or a tuple; defaults to
                 `config.return_dict`.
+            past_key_values (`Cache`, *optional*): transformers' name of `cache` (either, not both).
         """
+        cache = resolve_cache_alias(cache, past_key_values)
         c = self.config
         if use_cache and cache is None:
             cache = DynamicCache()
@@ -366,7 +370,7 @@ class BARModel(BARPreTrainedModel):
         return BARModelOutput(conditions=conditions, last_hidden_state=hidden, cache=cache)
 
 
-class BARForCausalImageModeling(BARPreTrainedModel):
+class BARForCausalImageModeling(LayerwiseCastingMixin, BARPreTrainedModel):
     """BAR generator: backbone ([`BARModel`]) + bit prediction head (`head_type`: MBM by default).
 
     Training: `model(bits, class_labels)` returns the head loss (§4.2) with label dropout and optional random orders.
@@ -388,8 +392,10 @@ class BARForCausalImageModeling(BARPreTrainedModel):
         orders: torch.Tensor | None = None,
         cache: Cache | None = None,
         use_cache: bool | None = None,
+        past_key_values: Cache | None = None,
     ) -> BARModelOutput:
-        """Backbone pass; see [`BARModel.forward`]."""
+        """Backbone pass; see [`BARModel.forward`] (`past_key_values` is an alias of `cache`)."""
+        cache = resolve_cache_alias(cache, past_key_values)
         return self.model(
             bits=bits,
             class_labels=class_labels,

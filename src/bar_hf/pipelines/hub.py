@@ -402,6 +402,7 @@ class BARHubMixin:
                 `bar_hf` installed (`BARPipeline.from_pretrained` then needs `trust_remote_code=True` too).
         """
         self._check_no_unfused_lora()  # a transformer with adapters would save only the adapter
+        self._check_no_layerwise_casting("`save_pretrained`")  # the weights were rounded to the storage dtype
         push_keys = (
             "repo_id",
             "token",

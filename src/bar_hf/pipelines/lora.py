@@ -17,9 +17,12 @@ trains and saves only an adapter with the helpers at the end of this module.
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -28,8 +31,10 @@ __all__ = [
     "BARLoraLoaderMixin",
     "add_lora_adapter",
     "bar_lora_config",
+    "check_lora_adapter",
     "load_lora_adapter",
     "lora_layers",
+    "remove_lora_adapter",
     "save_lora_adapter",
     "unload_lora",
 ]
@@ -125,6 +130,142 @@ def save_lora_adapter(model: nn.Module, save_directory: str | os.PathLike, adapt
     return folder
 
 
+def _base_linears(model: nn.Module) -> dict[str, nn.Module]:
+    """Module name → base layer of every module peft could adapt (LoRA-wrapped layers by their own name)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    found = {}
+    for name, module in model.named_modules():
+        parts = name.split(".")
+        if "base_layer" in parts or any(part.startswith("lora_") for part in parts):
+            continue  # inside an already injected layer
+        found[name] = module.get_base_layer() if isinstance(module, BaseTunerLayer) else module
+    return found
+
+
+def check_lora_adapter(model: nn.Module, config, state: dict[str, torch.Tensor]) -> None:
+    """Check that an adapter (`config` + peft state dict without the `base_model.model.` prefix) fits `model` before
+    anything is injected: its target modules exist, every adapted layer of the model gets `lora_A` / `lora_B`
+    weights (an adapter trained on a shallower model is refused), no weight is left over and every shape matches.
+    Raises a `ValueError` naming the first mismatches."""
+    from peft.tuners.tuners_utils import check_target_module_exists
+
+    if str(getattr(config, "peft_type", "")).split(".")[-1].upper() != "LORA":
+        raise ValueError(
+            f"`adapter_config` must describe a LoRA adapter (`peft_type` LORA), got {config.peft_type!r}."
+        )
+    targets = {
+        name: module
+        for name, module in _base_linears(model).items()
+        if name and check_target_module_exists(config, name)
+    }
+    if not targets:
+        raise ValueError(
+            f"`pretrained_model_name_or_path_or_dict`: the adapter's `target_modules` {config.target_modules!r} match no "
+            "module of the model (not found in the base model)."
+        )
+    problems, expected = [], set()
+    for name, module in targets.items():
+        if not isinstance(module, nn.Linear):
+            continue  # other layer kinds: peft checks them while loading (rolled back on failure)
+        a_key, b_key = f"{name}.lora_A.weight", f"{name}.lora_B.weight"
+        expected |= {a_key, b_key}
+        if a_key not in state or b_key not in state:
+            problems.append(f"no weights for adapted layer `{name}`")
+            continue
+        a, b = state[a_key], state[b_key]
+        rank = a.shape[0] if a.dim() == 2 else None
+        if a.dim() != 2 or a.shape[1] != module.in_features or rank is None:
+            problems.append(f"`{a_key}` has shape {tuple(a.shape)}, expected (r, {module.in_features})")
+        elif b.dim() != 2 or tuple(b.shape) != (module.out_features, rank):
+            problems.append(f"`{b_key}` has shape {tuple(b.shape)}, expected ({module.out_features}, {rank})")
+        elif not getattr(config, "rank_pattern", None) and rank != config.r:
+            problems.append(f"`{a_key}` has rank {rank} but the adapter config says r={config.r}")
+    leftover = sorted(key for key in state if key not in expected and "lora_magnitude_vector" not in key)
+    problems += [f"weight `{key}` matches no adapted layer of this model" for key in leftover]
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise ValueError(
+            f"`pretrained_model_name_or_path_or_dict`: the adapter does not fit this model: {'; '.join(problems[:5])}{more}."
+        )
+
+
+def remove_lora_adapter(model: nn.Module, adapter_name: str) -> None:
+    """Remove one adapter from `model`; layers left without any adapter go back to their base layer."""
+    configs = dict(getattr(model, "peft_config", None) or {})
+    configs.pop(adapter_name, None)
+    for name, layer in lora_layers(model):
+        if adapter_name in getattr(layer, "lora_A", {}) or adapter_name in getattr(layer, "lora_B", {}):
+            for attribute in layer.adapter_layer_names + layer.other_param_names:
+                getattr(layer, attribute, {}).pop(adapter_name, None)
+        if not getattr(layer, "lora_A", {}):
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name), child, layer.get_base_layer())
+    if configs:
+        model.peft_config = configs
+    elif hasattr(model, "peft_config"):
+        del model.peft_config
+
+
+def _weights_file(path: Path) -> bool:
+    return any((path / name).is_file() for name in (ADAPTER_WEIGHTS_NAME, "adapter_model.bin"))
+
+
+def _read_adapter(source, adapter_config, hub_kwargs) -> tuple:
+    """`(peft config, state dict)` of an adapter folder / Hub id, or of a state dict with its config dict."""
+    peft = _require_peft()
+    from peft.utils import load_peft_weights
+
+    if isinstance(source, dict):
+        if not isinstance(adapter_config, dict):
+            raise ValueError(
+                f"`adapter_config` (a LoraConfig as a dict) is required when a state dict is given, got {adapter_config!r}."
+            )
+        if not all(isinstance(value, torch.Tensor) for value in source.values()):
+            raise TypeError("`pretrained_model_name_or_path_or_dict` as a dict must map weight names to tensors.")
+        try:
+            config = peft.get_peft_config(dict(adapter_config))
+        except (TypeError, KeyError, ValueError) as error:
+            raise ValueError(
+                f"`adapter_config` is not a valid peft config ({type(error).__name__}: {error})."
+            ) from None
+        state = source
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if path.is_file():
+            raise ValueError(
+                f"`pretrained_model_name_or_path_or_dict` {str(path)!r} is a file, not an adapter folder."
+            )
+        if not path.exists():
+            from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+            try:
+                validate_repo_id(str(source))
+            except HFValidationError:
+                raise ValueError(
+                    f"`pretrained_model_name_or_path_or_dict` {str(source)!r} is neither an existing adapter folder nor "
+                    "a Hub repo id ('org/name')."
+                ) from None
+        if path.is_dir() and not (path / ADAPTER_CONFIG_NAME).is_file():
+            raise ValueError(
+                f"`pretrained_model_name_or_path_or_dict` {str(path)!r} holds no `{ADAPTER_CONFIG_NAME}` (not a LoRA "
+                "adapter folder)."
+            )
+        if path.is_dir() and not _weights_file(path):
+            raise ValueError(
+                f"`pretrained_model_name_or_path_or_dict` {str(path)!r} holds `{ADAPTER_CONFIG_NAME}` but no adapter weights (`{ADAPTER_WEIGHTS_NAME}`): an incomplete "
+                "adapter folder."
+            )
+        config = peft.PeftConfig.from_pretrained(str(source), **hub_kwargs)
+        state = load_peft_weights(str(source), device="cpu", **hub_kwargs)
+    else:
+        raise TypeError(
+            "`pretrained_model_name_or_path_or_dict` must be a folder, a Hub id or a state dict, got "
+            f"{type(source).__name__}."
+        )
+    return config, state
+
+
 def load_lora_adapter(
     model: nn.Module,
     pretrained_model_name_or_path_or_dict: str | os.PathLike | dict[str, torch.Tensor],
@@ -133,29 +274,35 @@ def load_lora_adapter(
     **hub_kwargs,
 ) -> None:
     """Inject an adapter saved by [`save_lora_adapter`] / peft (a folder or Hub id), or a peft state dict with its
-    `adapter_config` dict, into `model` (frozen, inference mode) and activate it."""
-    peft = _require_peft()
-    from peft.utils import load_peft_weights
+    `adapter_config` dict, into `model` (frozen, inference mode) and activate it.
 
-    source = pretrained_model_name_or_path_or_dict
-    if isinstance(source, dict):
-        if adapter_config is None:
-            raise ValueError("`adapter_config` is required when a state dict is given.")
-        config, state = peft.get_peft_config(dict(adapter_config)), source
-    else:
-        path = Path(source)
-        if path.is_dir() and not (path / ADAPTER_CONFIG_NAME).is_file():
-            raise ValueError(f"{path} holds no `{ADAPTER_CONFIG_NAME}` (not a LoRA adapter folder).")
-        config = peft.PeftConfig.from_pretrained(str(source), **hub_kwargs)
-        state = load_peft_weights(str(source), device="cpu", **hub_kwargs)
+    Atomic: the adapter is checked against the model first ([`check_lora_adapter`]); a refused or failed load leaves
+    the model, its adapters and the active ones as they were."""
+    peft = _require_peft()
+    if not isinstance(adapter_name, str) or not adapter_name:
+        raise TypeError(f"`adapter_name` must be a non-empty str, got {adapter_name!r}.")
+    if adapter_name in (getattr(model, "peft_config", None) or {}):
+        raise ValueError(f"`adapter_name` {adapter_name!r} is already loaded; unload it or pick another name.")
+    config, state = _read_adapter(pretrained_model_name_or_path_or_dict, adapter_config, hub_kwargs)
     config.inference_mode = True
     state = {key.removeprefix(_PEFT_PREFIX): value for key, value in state.items()}
-    add_lora_adapter(model, config, adapter_name)
-    result = peft.functional.set_peft_model_state_dict(model, state, adapter_name=adapter_name)
-    unexpected = [key for key in getattr(result, "unexpected_keys", []) if "lora_" in key]
-    if unexpected:
-        unload_lora(model)
-        raise ValueError(f"the adapter does not fit this model; unexpected keys: {unexpected[:5]}")
+    check_lora_adapter(model, config, state)
+    layers = lora_layers(model)
+    active = list(layers[0][1].active_adapters) if layers else []
+    try:
+        add_lora_adapter(model, config, adapter_name)
+        result = peft.functional.set_peft_model_state_dict(model, state, adapter_name=adapter_name)
+        unexpected = [key for key in getattr(result, "unexpected_keys", []) if "lora_" in key]
+        if unexpected:
+            raise ValueError(
+                f"`pretrained_model_name_or_path_or_dict`: the adapter does not fit this model; unexpected keys: "
+                f"{unexpected[:5]}"
+            )
+    except Exception:
+        remove_lora_adapter(model, adapter_name)
+        if active:
+            peft.functional.set_adapter(model, active, inference_mode=True)
+        raise
 
 
 def unload_lora(model: nn.Module) -> None:
@@ -165,6 +312,19 @@ def unload_lora(model: nn.Module) -> None:
         setattr(model.get_submodule(parent_name), child, layer.get_base_layer())
     if hasattr(model, "peft_config"):
         del model.peft_config
+
+
+def _check_weight(weight, name: str) -> float | None:
+    """`None` or a finite real number (numpy / torch scalars too) → float."""
+    if weight is None:
+        return None
+    if isinstance(weight, (np.generic, torch.Tensor)) and np.ndim(weight) == 0 and not isinstance(weight, np.bool_):
+        weight = weight.item()
+    if isinstance(weight, bool) or not isinstance(weight, numbers.Real):
+        raise TypeError(f"`{name}` must be a finite number (or a list of them), got {weight!r}.")
+    if not math.isfinite(weight):
+        raise ValueError(f"`{name}` must be finite, got {weight!r}.")
+    return float(weight)
 
 
 class BARLoraLoaderMixin:
@@ -208,7 +368,7 @@ class BARLoraLoaderMixin:
         """Write one adapter of `self.transformer` (the first active one by default) in peft's format."""
         _require_peft()
         if not getattr(self.transformer, "peft_config", None):
-            raise ValueError("the transformer has no LoRA adapter to save.")
+            raise ValueError("`adapter_name`: the transformer has no LoRA adapter to save (load or add one first).")
         save_lora_adapter(self.transformer, save_directory, adapter_name or self.get_active_adapters()[0])
 
     def get_active_adapters(self) -> list[str]:
@@ -216,12 +376,19 @@ class BARLoraLoaderMixin:
         return list(layers[0][1].active_adapters) if layers else []
 
     def set_adapters(self, adapter_names: str | list[str], adapter_weights: float | list[float] | None = None) -> None:
-        """Activate adapters, optionally each with a weight (multiplies its `alpha / r`)."""
+        """Activate adapters, optionally each with a weight (a finite number multiplying its `alpha / r`; `None` = 1).
+        A refused call changes nothing."""
         peft = _require_peft()
-        names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
+        names = [adapter_names] if isinstance(adapter_names, str) else adapter_names
+        if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
+            raise TypeError(
+                f"`adapter_names` must be an adapter name or a non-empty list of them, got {adapter_names!r}."
+            )
+        names = list(names)
         weights = adapter_weights if isinstance(adapter_weights, (list, tuple)) else [adapter_weights] * len(names)
         if len(weights) != len(names):
             raise ValueError(f"`adapter_weights` has {len(weights)} entries for {len(names)} adapters.")
+        weights = [_check_weight(weight, "adapter_weights") for weight in weights]
         loaded = set(getattr(self.transformer, "peft_config", None) or {})
         if not set(names) <= loaded:
             raise ValueError(f"`adapter_names` {names} are not all loaded; loaded: {sorted(loaded)}.")
@@ -229,7 +396,7 @@ class BARLoraLoaderMixin:
         for _, layer in lora_layers(self.transformer):
             for name, weight in zip(names, weights):
                 if name in getattr(layer, "lora_A", {}):
-                    layer.set_scale(name, 1.0 if weight is None else float(weight))
+                    layer.set_scale(name, 1.0 if weight is None else weight)
 
     def disable_lora(self) -> None:
         for _, layer in lora_layers(self.transformer):
@@ -241,6 +408,17 @@ class BARLoraLoaderMixin:
 
     def fuse_lora(self, lora_scale: float = 1.0, adapter_names: list[str] | None = None) -> None:
         """Merge the active (or given) adapters into the base weights (`unfuse_lora` undoes it)."""
+        lora_scale = _check_weight(lora_scale, "lora_scale")
+        if lora_scale is None:
+            raise TypeError("`lora_scale` must be a finite number, got None.")
+        if adapter_names is not None:
+            names = [adapter_names] if isinstance(adapter_names, str) else adapter_names
+            loaded = set(getattr(self.transformer, "peft_config", None) or {})
+            if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and n in loaded for n in names):
+                raise ValueError(
+                    f"`adapter_names` must name loaded adapters ({sorted(loaded)}), got {adapter_names!r}."
+                )
+            adapter_names = list(names)
         for _, layer in lora_layers(self.transformer):
             layer.scale_layer(lora_scale)
             layer.merge(adapter_names=adapter_names)

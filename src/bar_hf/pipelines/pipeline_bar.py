@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable
 
 import torch
@@ -10,7 +11,11 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import logging
 
 from ..bits import MASK_BIT, unpatchify_bits
-from ..models.layerwise_casting import enable_layerwise_casting
+from ..models.layerwise_casting import (
+    check_layerwise_casting_arguments,
+    enable_layerwise_casting,
+    layerwise_casting_dtypes,
+)
 from ..models.modeling_bar import BARForCausalImageModeling
 from ..models.vq_model import BARVQModel
 from ..schedulers.scheduling_bar import BARSchedulerMixin
@@ -37,6 +42,7 @@ __all__ = ["BARPipeline", "guidance_weight"]
 logger = logging.get_logger(__name__)
 
 _GUIDANCE_SCHEDULES = ("linear", "constant")
+_SHARING_CAST_COMPONENTS = contextvars.ContextVar("bar_sharing_cast_components", default=False)
 _COMPONENT_TYPES = {"vqvae": BARVQModel, "transformer": BARForCausalImageModeling, "scheduler": BARSchedulerMixin}
 
 
@@ -104,11 +110,6 @@ class BARPipeline(BARLoraLoaderMixin, BARHubMixin, DiffusionPipeline):
                 f"`vqvae` latent grid {grid} differs from the `transformer` grid "
                 f"{(transformer.config.latent_height, transformer.config.latent_width)}."
             )
-        if scheduler.config.bits_per_token != transformer.config.bits_per_token:
-            raise ValueError(
-                f"`scheduler.config.bits_per_token` ({scheduler.config.bits_per_token}) must equal the transformer's "
-                f"bits per AR step k={transformer.config.bits_per_token}."
-            )
         guidance_scale = check_guidance_scale(guidance_scale)
         check_guidance_schedule(guidance_schedule)
         id2label = parse_id2label(id2label, transformer.config.num_classes)
@@ -121,6 +122,24 @@ class BARPipeline(BARLoraLoaderMixin, BARHubMixin, DiffusionPipeline):
         self._label_index = LabelIndex(id2label)
         self.labels = self._label_index.exact  # exact name → id (every comma-separated synonym)
 
+    def __setattr__(self, name, value):
+        """Components are checked when assigned (`pipe.scheduler = ...`), not when sampling fails later."""
+        if name == "scheduler" and "transformer" in self.__dict__:
+            self._check_scheduler(value)
+        super().__setattr__(name, value)
+
+    def _check_scheduler(self, scheduler) -> None:
+        if not isinstance(scheduler, BARSchedulerMixin):
+            raise TypeError(
+                f"`scheduler` must be a BARSchedulerMixin (a bit scheduler), got {type(scheduler).__name__}."
+            )
+        k = self.transformer.config.bits_per_token
+        if scheduler.config.bits_per_token != k:
+            raise ValueError(
+                f"`scheduler.config.bits_per_token` ({scheduler.config.bits_per_token}) must equal the transformer's "
+                f"bits per AR step k={k}; build it with `{type(scheduler).__name__}.from_config(pipe.scheduler.config)`."
+            )
+
     # ------------------------------------------------------------------------------------------------ labels
     @property
     def id2label(self) -> dict[int, str]:
@@ -132,7 +151,16 @@ class BARPipeline(BARLoraLoaderMixin, BARHubMixin, DiffusionPipeline):
         Names match exactly first, then case-insensitively; a name shared by several classes (exactly, or only
         case-insensitively) raises a `ValueError` listing the class ids.
         """
-        labels = [label] if isinstance(label, str) else list(label)
+        labels = [label] if isinstance(label, str) else label
+        if not isinstance(labels, (list, tuple)) or not all(isinstance(name, str) for name in labels):
+            raise TypeError(
+                f"`label` must be a class name or a list of class names, got {label!r}"
+                + (
+                    " (a class id needs no lookup: pass it to the pipeline as it is)."
+                    if isinstance(label, int)
+                    else "."
+                )
+            )
         return [self._label_index.lookup(name) for name in labels]
 
     def _resolve_labels(self, class_labels) -> list[int]:
@@ -164,9 +192,53 @@ class BARPipeline(BARLoraLoaderMixin, BARHubMixin, DiffusionPipeline):
     ) -> None:
         """Store the weights of both models (`transformer` and `vqvae`) in `storage_dtype` and compute in
         `compute_dtype` with diffusers' layerwise casting hooks (see `bar_hf.models.layerwise_casting`); not reversible.
-        E.g. `pipe.enable_layerwise_casting(torch.float8_e4m3fn, torch.bfloat16)`. The FSQ quantizer stays float32."""
+        E.g. `pipe.enable_layerwise_casting(torch.float8_e4m3fn, torch.bfloat16)`. The FSQ quantizer stays float32.
+
+        Checked for both models before either changes: a second call raises a `ValueError` and changes nothing.
+        Afterwards `pipe.to(dtype)` and `save_pretrained` are refused (the weights were rounded to `storage_dtype`:
+        reload the pipeline for another dtype or to save full-precision weights); `pipe.to(device)` works."""
+        if not isinstance(non_blocking, bool):
+            raise TypeError(f"`non_blocking` must be a bool, got {non_blocking!r}.")
+        for model in (self.transformer, self.vqvae):
+            check_layerwise_casting_arguments(model, storage_dtype, compute_dtype)
         for model in (self.transformer, self.vqvae):
             enable_layerwise_casting(model, storage_dtype, compute_dtype, non_blocking=non_blocking)
+
+    def _check_no_layerwise_casting(self, action: str) -> None:
+        for name in ("transformer", "vqvae"):
+            enabled = layerwise_casting_dtypes(getattr(self, name))
+            if enabled is not None:
+                raise ValueError(
+                    f"{action} is refused: layerwise casting is enabled on `{name}` (weights stored in {enabled[0]}, "
+                    f"computed in {enabled[1]}), so its weights are rounded; reload the pipeline (`from_pretrained`) "
+                    "to save or to use another dtype. Nothing was changed."
+                )
+
+    def to(self, *args, **kwargs):
+        """`DiffusionPipeline.to`; a dtype change is refused while layerwise casting is enabled (device moves work)."""
+        dtype = kwargs.get("dtype")
+        dtype = dtype if dtype is not None else next((a for a in args if isinstance(a, torch.dtype)), None)
+        if dtype is not None and _SHARING_CAST_COMPONENTS.get():  # `from_pipe`: the shared models keep their dtypes
+            args = tuple(a for a in args if not isinstance(a, torch.dtype))
+            kwargs = {key: value for key, value in kwargs.items() if key != "dtype"}
+        elif dtype is not None:
+            self._check_no_layerwise_casting(f"`to(dtype={dtype})`")
+        return super().to(*args, **kwargs)
+
+    @classmethod
+    def from_pipe(cls, pipeline, **kwargs):
+        """`DiffusionPipeline.from_pipe`; components with layerwise casting are shared as they are (diffusers would
+        move the new pipeline to float32, undoing the float8 storage); an explicit `dtype` is refused for them."""
+        cast = isinstance(pipeline, BARPipeline) and any(
+            layerwise_casting_dtypes(getattr(pipeline, name)) is not None for name in ("transformer", "vqvae")
+        )
+        if cast and kwargs.get("dtype", kwargs.get("torch_dtype")) is None:
+            token = _SHARING_CAST_COMPONENTS.set(True)
+            try:
+                return super().from_pipe(pipeline, **kwargs)
+            finally:
+                _SHARING_CAST_COMPONENTS.reset(token)
+        return super().from_pipe(pipeline, **kwargs)
 
     def check_inputs(self, guidance_scale, generator, batch_size, output_type, callback_tensor_inputs) -> None:
         check_guidance_scale(guidance_scale)
@@ -233,13 +305,22 @@ class BARPipeline(BARLoraLoaderMixin, BARHubMixin, DiffusionPipeline):
         recompilation per step; CUDA-graph friendly with `mode="reduce-overhead"` on GPU). Compiled results equal
         eager ones up to float rounding.
 
-        Graphs are specialised to shapes: a new batch size (or guidance switched on/off, which doubles the rows)
-        compiles new graphs, and so does each distinct number of regenerated rows per slot in editing, up to
-        torch's `torch._dynamo.config.recompile_limit`; past it torch samples eagerly for those shapes.
+        Graphs are specialised to shapes. The compile cache holds one compiled copy of each step function per batch
+        shape `(rows, guidance on/off)` (in editing also per number of rows regenerating a slot): a new shape compiles
+        new graphs, a shape seen before reuses its graphs whatever other shapes ran in between (each copy has its own
+        torch recompile count). Limits: at most `MAX_COMPILED_SHAPES` (32) shapes per function, further shapes run
+        eagerly; a shape that reaches `torch._dynamo.config.recompile_limit` runs eagerly from then on; each case warns
+        once with the fix (fewer distinct batch sizes, or `enable_compile()` again for a fresh cache). See
+        docs/guides/speed.md.
 
         If compilation fails (no compiler toolchain, unsupported platform) the pipeline warns once and samples
         eagerly. `disable_compile()` undoes it.
         """
+        modes = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+        if not (mode is None or isinstance(mode, str)) or mode not in modes:
+            raise ValueError(f"`mode` must be one of {modes}, got {mode!r}.")
+        if not (isinstance(backend, str) and backend) and not callable(backend):
+            raise TypeError(f"`backend` must be a torch.compile backend name or a callable, got {backend!r}.")
         self._compiled_steps = compile_step_functions(mode=mode, backend=backend, **compile_kwargs)
 
     def disable_compile(self) -> None:

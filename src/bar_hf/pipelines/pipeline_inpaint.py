@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from diffusers import ImagePipelineOutput
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
@@ -140,12 +141,13 @@ class BARInpaintPipeline(BARPipeline):
         Args:
             image (PIL image, `np.ndarray`, `torch.Tensor` or a list of them): the images to edit. Arrays are
                 `(H, W)`, `(H, W, C)` or `(B, H, W, C)` (numpy) and `(C, H, W)` or `(B, C, H, W)` (torch), float in
-                [0, 1] (the `"np"` / `"pt"` outputs of the pipelines) or uint8; 1 or 3 channels (converted to the
+                [0, 1] (the `"np"` / `"pt"` outputs of the pipelines), uint8 or uint16 (rescaled by their range; PIL
+                16-bit `I;16` / `I` and float `F` images too); 1 or 3 channels (converted to the
                 model's). An image of the model's size is used as it is, one with the model's aspect ratio is resized
                 (bicubic), other sizes are rejected.
             mask_image (PIL image, `np.ndarray`, `torch.Tensor` or a list of them): 1 / white = regenerate, 0 / black
-                = keep; `(H, W)`, `(B, H, W)`, `(B, 1, H, W)` (torch) or `(B, H, W, 1)` (numpy); float in [0, 1], uint8
-                or bool; the size of `image` as given or the model's size. Soft masks are binarised at 0.5 and an AR
+                = keep; `(H, W)`, `(B, H, W)`, `(B, 1, H, W)` (torch) or `(H, W, 1)` / `(B, H, W, 1)` (numpy); float in
+                [0, 1], uint8, uint16, bool or integer 0/1; the size of `image` as given or the model's size. Soft masks are binarised at 0.5 and an AR
                 token is regenerated when any pixel overlapping its cell is masked (`bar_hf.masks.overlap_token_mask`);
                 `bar_hf.masks.make_mask` builds the common ones.
             class_labels (`int`, `str` or `list`): class of each completion (ids or names as in [`BARPipeline`]).
@@ -185,8 +187,9 @@ class BARInpaintPipeline(BARPipeline):
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         tensor_inputs = callback_on_step_end_tensor_inputs or ["bits", "latents"]
-        if not isinstance(paste_back, bool):
+        if not isinstance(paste_back, (bool, np.bool_)):
             raise TypeError(f"`paste_back` must be a bool, got {paste_back!r}.")
+        paste_back = bool(paste_back)
         inputs = self.prepare_inputs(image, mask_image, class_labels, order, keep_bits)
         labels, guidance_scale, schedule, num_inference_steps, temperature = self._check_call_inputs(
             inputs.labels, 1, guidance_scale, guidance_schedule, num_inference_steps, temperature, generator,

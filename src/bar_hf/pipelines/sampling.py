@@ -22,6 +22,7 @@ what `torch.compile` needs to capture one graph for all AR steps (and CUDA graph
 
 from __future__ import annotations
 
+import types
 from dataclasses import dataclass
 
 import torch
@@ -158,15 +159,37 @@ def cfg_combine(logits: torch.Tensor, weight, guided: bool) -> torch.Tensor:
     return uncond + weight * (cond - uncond)
 
 
+#: most shape keys (rows, guided) compiled per step function; new keys beyond it run eagerly (see [`CompiledOrEager`])
+MAX_COMPILED_SHAPES = 32
+
+
+def _fresh_function(function):
+    """A copy of `function` with its own code object: torch.compile keeps its graph cache and recompile count per code
+    object, so each copy compiles and caches independently of the others."""
+    return types.FunctionType(
+        function.__code__.replace(),
+        function.__globals__,
+        function.__name__,
+        function.__defaults__,
+        function.__closure__,
+    )
+
+
 class CompiledOrEager:
-    """`torch.compile(function)`, falling back to `function` with one clear warning when compilation fails."""
+    """`torch.compile(function)` with one compiled copy per shape key, falling back to `function` with one clear warning
+    when compilation fails.
+
+    The key is `(rows, guided)` (the first tensor argument's batch size and whether CFG doubles the rows): each key gets
+    its own compiled copy (its own code object, so its own graph cache and its own torch recompile count), and a key
+    compiled once stays compiled whatever other batch sizes were used since. At most `MAX_COMPILED_SHAPES` keys are
+    compiled per function; calls with further keys run eagerly (a warning says so once, with the fix). A key that still
+    reaches torch's recompile limit (`torch._dynamo.config.recompile_limit`) runs eagerly from then on (one warning)."""
 
     def __init__(self, function, **options):
-        self.eager, self.compiled = function, None
-        try:
-            self.compiled = torch.compile(function, **options)
-        except Exception as error:  # e.g. unknown backend, platform without compile support
-            self.warn(error)
+        self.eager, self.options, self.failed = function, options, False
+        self.compiled: dict[tuple, object] = {}
+        self.eager_keys: set[tuple] = set()
+        self.warned_full = False
 
     def warn(self, error: Exception) -> None:
         logger.warning(
@@ -174,19 +197,58 @@ class CompiledOrEager:
             "eagerly instead (same results, no speed-up). Call `pipe.disable_compile()` to silence this."
         )
 
+    @staticmethod
+    def key(args) -> tuple:
+        rows = next((a.shape[0] for a in args if isinstance(a, torch.Tensor)), None)
+        return rows, args[-1] if isinstance(args[-1], bool) else None
+
+    def _compiled_for(self, key):
+        if key in self.compiled or key in self.eager_keys:
+            return self.compiled.get(key)
+        if len(self.compiled) >= MAX_COMPILED_SHAPES:
+            if not self.warned_full:
+                self.warned_full = True
+                logger.warning(
+                    f"`{self.eager.__name__}` is compiled for {MAX_COMPILED_SHAPES} batch shapes (rows, guidance) "
+                    "already; new shapes run eagerly (compiled shapes stay compiled). Use fewer distinct batch sizes, or "
+                    "call `pipe.enable_compile()` again to start a fresh cache."
+                )
+            return None
+        try:
+            self.compiled[key] = torch.compile(_fresh_function(self.eager), **self.options)
+        except Exception as error:  # e.g. unknown backend, platform without compile support
+            self.failed = True
+            self.warn(error)
+            return None
+        return self.compiled[key]
+
     def __call__(self, *args):
-        if self.compiled is not None:
+        compiled = None if self.failed else self._compiled_for(self.key(args))
+        if compiled is not None:
             try:
-                return self.compiled(*args)
+                with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+                    return compiled(*args)
+            except torch._dynamo.exc.FailOnRecompileLimitHit:
+                key = self.key(args)
+                self.compiled.pop(key, None)
+                self.eager_keys.add(key)
+                logger.warning(
+                    f"`{self.eager.__name__}` reached torch's recompile limit "
+                    f"(`torch._dynamo.config.recompile_limit`={torch._dynamo.config.recompile_limit}) for batch shape "
+                    f"{key}; that shape runs eagerly from now on (other shapes stay compiled). Raise the limit or call "
+                    "`pipe.enable_compile()` again to start a fresh cache."
+                )
             except Exception as error:  # compilation happens at the first call: fall back for good
-                self.compiled = None
+                self.failed = True
+                self.compiled.clear()
                 self.warn(error)
         return self.eager(*args)
 
 
 def compile_step_functions(**compile_kwargs) -> dict:
     """`torch.compile` the two per-step functions (`fullgraph=True`: any graph break is an error, reported by the
-    fallback warning). One graph each serves every AR step of a batch size; see [`BARPipeline.enable_compile`]."""
+    fallback warning). One graph each serves every AR step of a batch shape; each batch shape (rows, guidance) has its
+    own compiled copy (see [`CompiledOrEager`], [`BARPipeline.enable_compile`])."""
     options = {"fullgraph": True, "dynamic": False, **compile_kwargs}
     return {
         "backbone_step": CompiledOrEager(backbone_step, **options),

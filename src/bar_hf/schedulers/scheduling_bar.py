@@ -95,6 +95,31 @@ def derive_tokens_allocation(num_inference_steps: int, bits_per_token: int, rule
     return sorted(alloc)
 
 
+def _scalar(value):
+    """numpy / torch scalars (and one-element tensors / arrays) → Python numbers; anything else unchanged."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    if isinstance(value, (np.generic, np.ndarray)) and value.size == 1:
+        return value.item()
+    return value
+
+
+def check_bit_states(sample, model_output: torch.Tensor) -> None:
+    """`sample` must be an integer `(batch, k)` tensor of bit states in {0, 1, MASK_BIT} matching `model_output`."""
+    if not isinstance(sample, torch.Tensor):
+        raise TypeError(f"`sample` must be a torch.LongTensor of bit states, got {type(sample).__name__}.")
+    if sample.shape != model_output.shape[:2]:
+        raise ValueError(
+            f"`sample` must have shape {tuple(model_output.shape[:2])} (batch, k), got {tuple(sample.shape)}."
+        )
+    if sample.is_floating_point() or sample.is_complex() or sample.dtype == torch.bool:
+        raise TypeError(f"`sample` must hold integer bit states (0, 1, {MASK_BIT}), got dtype {sample.dtype}.")
+    valid = (sample == 0) | (sample == 1) | (sample == MASK_BIT)
+    if sample.numel() and not bool(valid.all()):  # one device sync per head step
+        bad = sample[~valid].unique()[:5].tolist()
+        raise ValueError(f"`sample` bit states must be 0, 1 or {MASK_BIT} (MASK_BIT), got values {bad}.")
+
+
 def _uniform(shape: tuple[int, ...], generator, device: torch.device) -> torch.Tensor:
     """U(0, 1) noise; a list of generators draws one row per generator (batch-invariant seeding)."""
     if isinstance(generator, (list, tuple)):
@@ -186,14 +211,22 @@ class BARBitScheduler(BARSchedulerMixin):
         self._init_schedule(bits_per_token, num_inference_steps, tokens_allocation, temperature)
 
     def _init_schedule(self, bits_per_token: int, num_inference_steps, tokens_allocation, temperature) -> None:
-        if isinstance(bits_per_token, bool) or not isinstance(bits_per_token, int) or bits_per_token < 1:
+        bits_per_token = _scalar(bits_per_token)
+        if isinstance(bits_per_token, bool) or not isinstance(bits_per_token, numbers.Integral) or bits_per_token < 1:
             raise ValueError(f"`bits_per_token` must be a positive int, got {bits_per_token!r}.")
+        self.register_to_config(bits_per_token=int(bits_per_token))
+        rule = self.config.allocation_rule
+        if not isinstance(rule, str) or rule not in _RULES:
+            raise ValueError(f"`allocation_rule` must be one of {_RULES}, got {rule!r}.")
+        steps = _scalar(num_inference_steps)
+        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
+            raise ValueError(f"`num_inference_steps` must be an int, got {num_inference_steps!r}.")
         if tokens_allocation is not None:
             # the allocation wins over `num_inference_steps`; keep the stored config consistent with it
             allocation = validate_tokens_allocation(tokens_allocation, bits_per_token)
             self.register_to_config(num_inference_steps=len(allocation), tokens_allocation=allocation)
-        elif isinstance(num_inference_steps, np.integer):
-            self.register_to_config(num_inference_steps=int(num_inference_steps))  # JSON-serialisable config
+        else:
+            self.register_to_config(num_inference_steps=int(steps))  # JSON-serialisable config
         if isinstance(temperature, (np.generic, torch.Tensor)) and np.ndim(temperature) == 0:
             self.register_to_config(temperature=temperature.item())
         self.set_timesteps()
@@ -252,7 +285,13 @@ class BARBitScheduler(BARSchedulerMixin):
         return self.mask_ratios[self._step_index(timestep)]
 
     def _step_index(self, timestep: int | torch.Tensor) -> int:
-        index = int(timestep)
+        """`timestep` (an int, numpy / torch integer scalar or one-element tensor, or an integral float) → head step."""
+        value = _scalar(timestep)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or value != value:
+            raise ValueError(f"`timestep` must be an integer head step index, got {timestep!r}.")
+        if not float(value).is_integer():
+            raise ValueError(f"`timestep` must be an integral head step index, got {value!r} (it is never rounded).")
+        index = int(value)
         if not 0 <= index < self.num_inference_steps:
             raise ValueError(f"`timestep` must be in 0..{self.num_inference_steps - 1}, got {index}.")
         return index
@@ -282,10 +321,7 @@ class BARBitScheduler(BARSchedulerMixin):
         k = self.config.bits_per_token
         if model_output.dim() != 3 or tuple(model_output.shape[1:]) != (k, 2):
             raise ValueError(f"`model_output` must have shape (batch, {k}, 2), got {tuple(model_output.shape)}.")
-        if sample.shape != model_output.shape[:2]:
-            raise ValueError(
-                f"`sample` must have shape {tuple(model_output.shape[:2])} (batch, k), got {tuple(sample.shape)}."
-            )
+        check_bit_states(sample, model_output)
         s = self._step_index(timestep)
         temperature = self.temperatures[s]
         batch, device = sample.shape[0], model_output.device
@@ -401,19 +437,32 @@ class BARAdaptiveBitScheduler(BARBitScheduler):
         min_bits_per_step: int = 1,
         max_bits_per_step: int | None = None,
     ):
-        if isinstance(confidence_threshold, bool) or not isinstance(confidence_threshold, (int, float)):
+        confidence_threshold, min_bits_per_step, max_bits_per_step = (
+            _scalar(v) for v in (confidence_threshold, min_bits_per_step, max_bits_per_step)
+        )  # numpy / torch scalars of any width are accepted alike
+        if isinstance(confidence_threshold, bool) or not isinstance(confidence_threshold, numbers.Real):
             raise ValueError(f"`confidence_threshold` must be a number in (0, 1], got {confidence_threshold!r}.")
         if not 0 < confidence_threshold <= 1:
             raise ValueError(f"`confidence_threshold` must be in (0, 1], got {confidence_threshold!r}.")
         for name, value in (("min_bits_per_step", min_bits_per_step), ("max_bits_per_step", max_bits_per_step)):
             if value is None and name == "max_bits_per_step":
                 continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
+        k = _scalar(bits_per_token)
+        if isinstance(k, numbers.Integral) and not isinstance(k, bool) and min_bits_per_step > k:
+            raise ValueError(
+                f"`min_bits_per_step` ({min_bits_per_step}) must be <= `bits_per_token` ({k}): a token has only {k} bits."
+            )
         if max_bits_per_step is not None and max_bits_per_step < min_bits_per_step:
             raise ValueError(
                 f"`max_bits_per_step` ({max_bits_per_step}) must be >= `min_bits_per_step` ({min_bits_per_step})."
             )
+        self.register_to_config(
+            confidence_threshold=float(confidence_threshold),
+            min_bits_per_step=int(min_bits_per_step),
+            max_bits_per_step=None if max_bits_per_step is None else int(max_bits_per_step),
+        )
         self._noise = None
         self._last_step = None
         # not `super().__init__`: it would re-register the config
@@ -460,10 +509,7 @@ class BARAdaptiveBitScheduler(BARBitScheduler):
         k = self.config.bits_per_token
         if model_output.dim() != 3 or tuple(model_output.shape[1:]) != (k, 2):
             raise ValueError(f"`model_output` must have shape (batch, {k}, 2), got {tuple(model_output.shape)}.")
-        if sample.shape != model_output.shape[:2]:
-            raise ValueError(
-                f"`sample` must have shape {tuple(model_output.shape[:2])} (batch, k), got {tuple(sample.shape)}."
-            )
+        check_bit_states(sample, model_output)
         s = self._step_index(timestep)
         batch, device = sample.shape[0], model_output.device
         if s == 0:  # the whole token's noise at once: draws per row do not depend on when the loop stops
