@@ -6,7 +6,7 @@ Adapters are injected with peft's integration API (`peft.functional`: `inject_ad
 folder)` reads them too. (transformers' own `add_adapter` / `load_adapter` would do the same but require
 peft >= 0.22.) [`BARLoraLoaderMixin`], inherited by [`BARPipeline`], gives the pipeline the methods a diffusers
 user expects: `load_lora_weights`, `save_lora_weights`, `set_adapters`, `disable_lora` / `enable_lora`,
-`fuse_lora` / `unfuse_lora`, `unload_lora_weights`, `get_active_adapters`. `examples/train_bar.py --lora_rank R`
+`fuse_lora` / `unfuse_lora`, `unload_lora_weights`, `get_active_adapters`. `examples/generator/train_bar.py --lora_rank R`
 trains and saves only an adapter with the helpers at the end of this module.
 
     pipe = BARPipeline.from_pretrained(bar_hf.bundled_model_path())

@@ -38,7 +38,7 @@ logger = logging.get_logger(__name__)
 
 def default_order(config) -> str:
     """`"kept_first"` when the transformer config records edit-order training (`training_orders.edit_order_ratio >
-    0`, written by `examples/train_bar.py --edit_order_ratio`), else `"raster"` (e.g. the authors' converted models)."""
+    0`, written by `examples/generator/train_bar.py --edit_order_ratio`), else `"raster"` (e.g. the authors' converted models)."""
     record = getattr(config, "training_orders", None)
     ratio = record.get("edit_order_ratio", 0) if isinstance(record, dict) else 0
     return "kept_first" if isinstance(ratio, (int, float)) and ratio > 0 else "raster"
