@@ -198,6 +198,12 @@ def test_generate_shows_the_pipelines_images_for_the_seed(server, browser, pipe)
         assert np.array_equal(got, np.asarray(want))  # same pixels as the direct pipeline call
     assert '"seed": 3' in text(browser, "#gen-settings") or "3" in text(browser, "#gen-settings")
     screenshot(browser, "app_generate.png")
+    # select the third image and send it to the Edit tab
+    browser.find_elements(By.CSS_SELECTOR, "#gen-gallery img")[2].click()
+    browser.find_element(By.CSS_SELECTOR, "#gen-send").click()
+    wait(browser, lambda d: text(d, "#edit-status").startswith("Loaded a 32×32 image"), "the image in the Edit tab")
+    (sent,) = gallery_images(browser, "#edit-source", 1)
+    assert np.array_equal(sent, shown[2])
 
 
 def test_bad_input_shows_the_pipelines_message_and_the_page_goes_on(server, browser):
