@@ -56,10 +56,11 @@ def build_pipeline(shape: str, device: str = "cpu", dtype: torch.dtype = torch.f
                 param.normal_(0, 0.02)
     vqvae = BARVQModel(sample_size=16 * config.latent_height, num_bits=config.num_bits).eval()
     defaults = BAR_SAMPLING_DEFAULTS[preset]
+    k = config.num_bits * config.patch_size**2  # bits per token (spelled out: baseline checkouts may predate its name)
     scheduler = BARBitScheduler(
-        bits_per_token=config.bits_per_token,
-        tokens_allocation=defaults["tokens_allocation"] if config.bits_per_token == 16 * config.patch_size**2 else None,
-        num_inference_steps=min(4, config.bits_per_token),
+        bits_per_token=k,
+        tokens_allocation=defaults["tokens_allocation"] if k == 16 * config.patch_size**2 else None,
+        num_inference_steps=min(4, k),
         temperature=defaults["temperature"],
     )
     pipe = BARPipeline(vqvae, transformer, scheduler, guidance_scale=defaults["guidance_scale"])

@@ -103,7 +103,7 @@ def kv_vs_recompute(shape: str, batch: int, steps: int | None) -> dict:
     pipe = build_pipeline(shape)
     model, config = pipe.transformer, pipe.transformer.config
     steps = steps or config.num_ar_steps
-    bits = torch.randint(0, 2, (2 * batch, steps, config.bits_per_token))
+    bits = torch.randint(0, 2, (2 * batch, steps, config.num_bits * config.patch_size**2))
     ids = torch.cat([torch.arange(batch) % config.num_classes, torch.full((batch,), config.null_class_id)])
 
     @torch.no_grad()
