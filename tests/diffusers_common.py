@@ -290,6 +290,15 @@ class PipelineTesterMixin:
 
     def test_layerwise_casting_inference(self):  # diffusers: PipelineTesterMixin.test_layerwise_casting_inference
         pipe = self.make_pipe()
+        pipe.to("cpu", dtype=torch.bfloat16)
+        denoiser = pipe.transformer if hasattr(pipe, "transformer") else pipe.unet  # as diffusers' own test
+        denoiser.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16)
+        assert torch.float8_e4m3fn in {p.dtype for p in denoiser.parameters()}
+        out = _to_numpy(self.run(pipe, output_type="np"))
+        assert np.isfinite(out).all() and 0 <= out.min() and out.max() <= 1
+
+    def test_pipeline_layerwise_casting_inference(self):  # both models at once, through the pipeline
+        pipe = self.make_pipe()
         pipe.to(torch.bfloat16)
         pipe.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16)
         for component in pipe.components.values():

@@ -31,10 +31,7 @@ ModelTesterMixin = modeling_common.ModelTesterMixin
 ConfigTester = configuration_common.ConfigTester
 
 #: upstream test name -> why it does not apply to BAR (one line each; applied by `_apply_skips`)
-UPSTREAM_SKIPS: dict[str, str] = {
-    "test_bc_cache_name_forward": "BAR never had a `past_key_values` argument: its forward took `cache` from the "
-    "start, so there is no old name to keep working",
-}
+UPSTREAM_SKIPS: dict[str, str] = {}
 #: additional skips for the backbone `BARModel` only
 BACKBONE_SKIPS: dict[str, str] = {
     **UPSTREAM_SKIPS,

@@ -3,6 +3,7 @@ layer."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -228,4 +229,8 @@ def resolve_cache_alias(cache, past_key_values):
         raise ValueError(
             "pass the KV cache as `cache` or as `past_key_values` (its transformers alias), not both: got both."
         )
-    return cache if cache is not None else past_key_values
+    if past_key_values is not None:  # transformers' convention for a renamed cache argument
+        message = "`past_key_values` is deprecated for BAR models: pass the same cache as `cache`."
+        warnings.warn(message, FutureWarning, stacklevel=3)
+        return past_key_values
+    return cache
