@@ -36,8 +36,8 @@ FUZZ = settings(
 NUM_CLASSES, NUM_BITS, SIZE = 4, 3, 8
 
 
-@pytest.fixture(scope="module")
-def pipe():
+def tiny_components() -> dict:
+    """Seeded tiny tokenizer, generator and scheduler shared by the fuzzed pipelines."""
     torch.manual_seed(0)
     vqvae = BARVQModel(
         sample_size=SIZE, patch_size=4, num_bits=NUM_BITS, encoder_hidden_size=8, encoder_num_layers=1,
@@ -49,10 +49,17 @@ def pipe():
         num_bits=NUM_BITS, num_classes=NUM_CLASSES, num_class_tokens=1, head_hidden_size=8, head_num_layers=1,
         head_fourier_size=4,
     )  # fmt: skip
-    pipe = BARPipeline(
+    return dict(
         vqvae=vqvae,
         transformer=BARForCausalImageModeling(config).eval(),
         scheduler=BARBitScheduler(bits_per_token=NUM_BITS, num_inference_steps=2),
+    )
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    pipe = BARPipeline(
+        **tiny_components(),
         id2label={0: "ant, Alpha", 1: "bee", 2: "Bee", 3: "cat"},  # "BEE" is ambiguous, "bee" / "Bee" exact
         guidance_scale=2.0,
     )
@@ -652,24 +659,7 @@ def _adapter(model_kwargs, rank, config_rank=None):
 @pytest.fixture(scope="module")
 def lora_world(tmp_path_factory):
     pytest.importorskip("peft")
-    from test_fuzz_inputs import pipe as pipe_fixture  # noqa: F401 (same tiny components, own instance)
-
-    torch.manual_seed(0)
-    vqvae = BARVQModel(
-        sample_size=SIZE, patch_size=4, num_bits=NUM_BITS, encoder_hidden_size=8, encoder_num_layers=1,
-        encoder_num_heads=2, encoder_intermediate_size=8, encoder_num_position_embeddings=4, decoder_hidden_size=8,
-        decoder_num_layers=1, decoder_num_heads=2, decoder_intermediate_size=8,
-    ).eval()  # fmt: skip
-    config = BARConfig(
-        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, latent_height=2, latent_width=2,
-        num_bits=NUM_BITS, num_classes=NUM_CLASSES, num_class_tokens=1, head_hidden_size=8, head_num_layers=1,
-        head_fourier_size=4,
-    )  # fmt: skip
-    lora_pipe = BARPipeline(
-        vqvae=vqvae,
-        transformer=BARForCausalImageModeling(config).eval(),
-        scheduler=BARBitScheduler(bits_per_token=NUM_BITS, num_inference_steps=2),
-    )
+    lora_pipe = BARPipeline(**tiny_components())  # same tiny components as `pipe`, own instance
     lora_pipe.set_progress_bar_config(disable=True)
     root = tmp_path_factory.mktemp("fuzz_lora")
     (root / "config_only").mkdir()
